@@ -1,0 +1,233 @@
+//! Scheduling contexts (.NET's `SynchronizationContext`) and the ambient current context.
+//!
+//! A [`Context`] is a cheap handle to somewhere work can run: a [`ThreadPool`] (many
+//! workers, work stealing) or a [`SingleThreadContext`] (one thread pumping a queue, like a
+//! UI loop). Code running on a context sees it as [`Context::current`]; an `.await` that
+//! suspends there captures it, and the rest of the task is posted back to it.
+//!
+//! What a context queues is a [`Job`]: either a spawned task's next poll, or a callback.
+//! Tasks are queued as themselves (not as opaque closures) so a blocked wait can see *which*
+//! task is stuck in which queue — that is how [`crate::WaitError::WouldDeadlock`] is proved.
+//!
+//! [`ThreadPool`]: crate::ThreadPool
+//! [`SingleThreadContext`]: crate::SingleThreadContext
+
+use std::fmt;
+use std::future::Future;
+use std::panic::Location;
+
+use crate::error::{SpawnError, TaskError};
+use crate::raw_task::RawTask;
+use crate::single_thread::SingleShared;
+use crate::sync::{self, Arc};
+use crate::task::Task;
+use crate::thread_pool::PoolShared;
+
+/// A handle to a scheduling context: a thread pool or a single-thread context.
+///
+/// Clones refer to the same context. Holding a handle does not keep the context's threads
+/// running: its owner ([`crate::ThreadPool`] or [`crate::SingleThreadContext`]) does.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) kind: ContextKind,
+}
+
+#[derive(Clone)]
+pub(crate) enum ContextKind {
+    Pool(Arc<PoolShared>),
+    Single(Arc<SingleShared>),
+}
+
+/// A context's identity, for comparisons and messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ContextId(pub(crate) u64);
+
+impl fmt::Display for ContextId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Work queued on a context.
+pub(crate) enum Job {
+    /// The next poll of a spawned task.
+    Task(Arc<RawTask>),
+    /// A posted callback.
+    Callback(Box<dyn FnOnce() + Send + 'static>),
+}
+
+impl Job {
+    /// Runs the job on the calling thread. Panics in callbacks are caught: a worker thread
+    /// never dies (task bodies catch their own panics and fault their task).
+    pub(crate) fn run(self) {
+        match self {
+            Job::Task(task) => RawTask::run_scheduled(&task),
+            Job::Callback(callback) => {
+                // A panicking posted callback has no task to fault; it is dropped here, as
+                // .NET's thread pool would crash instead. Report it on stderr.
+                if let Err(payload) =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback))
+                {
+                    let message = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    eprintln!("taskcheck: a posted callback panicked: {message}");
+                }
+            }
+        }
+    }
+
+    /// Drops the job without running it because `context` refused it: a task is faulted
+    /// as abandoned, so whoever awaits it learns why instead of hanging.
+    pub(crate) fn abandon(self, context: &str) {
+        if let Job::Task(task) = self {
+            task.abandon(format!(
+                "{context} was shut down before the task could run; keep the context alive \
+                 until the work it was given has finished"
+            ));
+        }
+    }
+}
+
+impl Context {
+    /// The calling thread's current context, if it is running on one.
+    pub fn current() -> Option<Context> {
+        sync::current_context()
+    }
+
+    /// This context's id.
+    pub fn id(&self) -> ContextId {
+        match &self.kind {
+            ContextKind::Pool(pool) => pool.id,
+            ContextKind::Single(single) => single.id,
+        }
+    }
+
+    /// This context's name (for messages).
+    pub fn name(&self) -> &str {
+        match &self.kind {
+            ContextKind::Pool(pool) => &pool.name,
+            ContextKind::Single(single) => &single.name,
+        }
+    }
+
+    /// Whether this is the calling thread's current context.
+    pub fn is_current(&self) -> bool {
+        Context::current().is_some_and(|current| current.id() == self.id())
+    }
+
+    /// Posts `callback` to run on this context (`SynchronizationContext.Post`).
+    ///
+    /// Fails with [`SpawnError`] when the context has been shut down.
+    pub fn post(&self, callback: impl FnOnce() + Send + 'static) -> Result<(), SpawnError> {
+        self.post_job(Job::Callback(Box::new(callback)))
+            .map_err(|_| self.spawn_error())
+    }
+
+    /// Spawns `future` lazily: its first poll is queued on this context.
+    ///
+    /// A context that has been shut down refuses it: the returned task is already faulted
+    /// with a [`SpawnError`] (use [`Context::try_spawn`] to get the error at the call).
+    #[track_caller]
+    pub fn spawn<F, T>(&self, future: F) -> Task<T>
+    where
+        F: Future<Output = Result<T, TaskError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let location = Location::caller();
+        self.try_spawn_at(future, location)
+            .unwrap_or_else(|error| Task::from_error_at(TaskError::from_error(error), location))
+    }
+
+    /// Spawns `future` lazily, or reports at once that this context refuses work.
+    #[track_caller]
+    pub fn try_spawn<F, T>(&self, future: F) -> Result<Task<T>, SpawnError>
+    where
+        F: Future<Output = Result<T, TaskError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.try_spawn_at(future, Location::caller())
+    }
+
+    fn try_spawn_at<F, T>(
+        &self,
+        future: F,
+        location: &'static Location<'static>,
+    ) -> Result<Task<T>, SpawnError>
+    where
+        F: Future<Output = Result<T, TaskError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (task, raw) = RawTask::spawn_parts(future, location, false);
+        if RawTask::schedule_first(&raw, self) {
+            Ok(task)
+        } else {
+            Err(self.spawn_error())
+        }
+    }
+
+    /// Queues `job`; gives it back if the context refuses it.
+    pub(crate) fn post_job(&self, job: Job) -> Result<(), Job> {
+        match &self.kind {
+            ContextKind::Pool(pool) => pool.post(job),
+            ContextKind::Single(single) => single.post(job),
+        }
+    }
+
+    pub(crate) fn spawn_error(&self) -> SpawnError {
+        SpawnError {
+            context: self.describe(),
+        }
+    }
+
+    /// "thread pool 'x' (#3)" / "single-thread context 'ui' (#4)".
+    pub(crate) fn describe(&self) -> String {
+        let kind = match self.kind {
+            ContextKind::Pool(_) => "thread pool",
+            ContextKind::Single(_) => "single-thread context",
+        };
+        format!("{kind} '{}' ({})", self.name(), self.id())
+    }
+
+    pub(crate) fn as_single(&self) -> Option<&Arc<SingleShared>> {
+        match &self.kind {
+            ContextKind::Single(single) => Some(single),
+            ContextKind::Pool(_) => None,
+        }
+    }
+}
+
+impl PartialEq for Context {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for Context {}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Makes `context` the calling thread's current context until dropped.
+pub(crate) struct EnterGuard {
+    previous: Option<Context>,
+}
+
+impl EnterGuard {
+    pub(crate) fn new(context: Option<Context>) -> Self {
+        EnterGuard {
+            previous: sync::swap_current_context(context),
+        }
+    }
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        sync::swap_current_context(self.previous.take());
+    }
+}

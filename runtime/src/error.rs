@@ -1,0 +1,280 @@
+//! Errors: a task's failed outcome ([`TaskError`]) and the typed errors of misuse.
+//!
+//! A task's outcome is `Result<T, TaskError>`. `TaskError` is either **faulted** (one or
+//! more errors, panics included) or **canceled**. Like `anyhow::Error`, `TaskError` does not
+//! itself implement [`std::error::Error`]: that is what lets `?` turn any error into a fault
+//! (`impl<E: Error> From<E> for TaskError`). Convert it with `Box::<dyn Error>::from` when an
+//! API needs a `dyn Error`.
+//!
+//! Every misuse error names what happened and what to do about it.
+
+use std::any::Any;
+use std::error::Error;
+use std::fmt;
+
+use crate::sync::Arc;
+use crate::task::{TaskId, TaskStatus};
+
+/// One fault: any error, a caught panic, or an abandoned task.
+pub(crate) type Fault = Box<dyn Error + Send + Sync + 'static>;
+
+/// Why a task did not produce a value: it faulted or it was canceled.
+///
+/// Cheap to clone (faults are shared), so every awaiter of a task gets the same error.
+#[derive(Clone)]
+pub struct TaskError {
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    Faulted(Arc<Vec<Fault>>),
+    Canceled,
+}
+
+impl TaskError {
+    /// A fault carrying `error`.
+    pub fn from_error<E: Error + Send + Sync + 'static>(error: E) -> Self {
+        Self::from_faults(vec![Box::new(error)])
+    }
+
+    /// A fault carrying several errors (as .NET's `AggregateException` does), in order.
+    ///
+    /// An empty list is a programming error and is reported as a fault that says so.
+    pub fn from_errors(errors: impl IntoIterator<Item = Fault>) -> Self {
+        let mut faults: Vec<Fault> = errors.into_iter().collect();
+        if faults.is_empty() {
+            faults.push(message(
+                "TaskError::from_errors was given no errors; pass at least one",
+            ));
+        }
+        Self::from_faults(faults)
+    }
+
+    /// The outcome of a canceled task.
+    pub fn canceled() -> Self {
+        TaskError {
+            repr: Repr::Canceled,
+        }
+    }
+
+    pub(crate) fn from_faults(faults: Vec<Fault>) -> Self {
+        TaskError {
+            repr: Repr::Faulted(Arc::new(faults)),
+        }
+    }
+
+    /// A fault made from a caught panic's payload.
+    pub(crate) fn from_panic(task: TaskId, payload: Box<dyn Any + Send>) -> Self {
+        let message = if let Some(text) = payload.downcast_ref::<&'static str>() {
+            (*text).to_owned()
+        } else if let Some(text) = payload.downcast_ref::<String>() {
+            text.clone()
+        } else {
+            "a panic with a non-string payload".to_owned()
+        };
+        Self::from_error(PanicError { task, message })
+    }
+
+    /// The fault of a task whose body was dropped before it finished.
+    pub(crate) fn abandoned(task: TaskId, reason: String) -> Self {
+        Self::from_error(AbandonedError { task, reason })
+    }
+
+    /// Whether the task faulted.
+    pub fn is_faulted(&self) -> bool {
+        matches!(self.repr, Repr::Faulted(_))
+    }
+
+    /// Whether the task was canceled.
+    pub fn is_canceled(&self) -> bool {
+        matches!(self.repr, Repr::Canceled)
+    }
+
+    /// Whether the fault includes a panic caught in a task.
+    pub fn is_panic(&self) -> bool {
+        self.errors().any(|e| e.is::<PanicError>())
+    }
+
+    /// Whether the task was abandoned: its body was dropped before it finished, because the
+    /// context it was queued to shut down, or its completion source was dropped unset.
+    pub fn is_abandoned(&self) -> bool {
+        self.errors().any(|e| e.is::<AbandonedError>())
+    }
+
+    /// The message of the first caught panic, if the fault includes one.
+    pub fn panic_message(&self) -> Option<&str> {
+        self.errors()
+            .find_map(|e| e.downcast_ref::<PanicError>())
+            .map(|p| p.message.as_str())
+    }
+
+    /// The fault's errors in order (none for a canceled task).
+    pub fn errors(&self) -> impl Iterator<Item = &(dyn Error + Send + Sync + 'static)> + '_ {
+        let faults: &[Fault] = match &self.repr {
+            Repr::Faulted(faults) => faults,
+            Repr::Canceled => &[],
+        };
+        faults.iter().map(|fault| &**fault)
+    }
+
+    /// The first error, if it is an `E`.
+    pub fn downcast_ref<E: Error + 'static>(&self) -> Option<&E> {
+        self.errors().next().and_then(|e| e.downcast_ref::<E>())
+    }
+
+    /// The status a task with this outcome has.
+    pub fn status(&self) -> TaskStatus {
+        match self.repr {
+            Repr::Faulted(_) => TaskStatus::Faulted,
+            Repr::Canceled => TaskStatus::Canceled,
+        }
+    }
+}
+
+impl<E: Error + Send + Sync + 'static> From<E> for TaskError {
+    fn from(error: E) -> Self {
+        TaskError::from_error(error)
+    }
+}
+
+impl From<TaskError> for Box<dyn Error + Send + Sync + 'static> {
+    fn from(error: TaskError) -> Self {
+        Box::new(TaskErrorAsError(error))
+    }
+}
+
+/// Carries a [`TaskError`] where a `dyn Error` is needed.
+struct TaskErrorAsError(TaskError);
+
+impl fmt::Debug for TaskErrorAsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for TaskErrorAsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl Error for TaskErrorAsError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.0.errors().next().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+impl fmt::Debug for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Faulted(faults) => f.debug_tuple("Faulted").field(&**faults).finish(),
+            Repr::Canceled => f.write_str("Canceled"),
+        }
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Canceled => f.write_str("the task was canceled"),
+            Repr::Faulted(faults) => {
+                f.write_str("the task faulted: ")?;
+                for (i, fault) in faults.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{fault}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A plain message as a fault.
+pub(crate) fn message(text: &str) -> Fault {
+    text.into()
+}
+
+/// A panic caught in a task's body.
+#[derive(Debug)]
+struct PanicError {
+    task: TaskId,
+    message: String,
+}
+
+impl fmt::Display for PanicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {} panicked: {}", self.task, self.message)
+    }
+}
+
+impl Error for PanicError {}
+
+/// A task whose body was dropped before it finished.
+#[derive(Debug)]
+struct AbandonedError {
+    task: TaskId,
+    reason: String,
+}
+
+impl fmt::Display for AbandonedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {} was abandoned: {}", self.task, self.reason)
+    }
+}
+
+impl Error for AbandonedError {}
+
+/// A completion source was asked to complete a task that is already complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletionError {
+    pub(crate) task: TaskId,
+    pub(crate) status: TaskStatus,
+}
+
+impl CompletionError {
+    /// The task that was already complete.
+    pub fn task(&self) -> TaskId {
+        self.task
+    }
+
+    /// Its status when the completion was refused.
+    pub fn status(&self) -> TaskStatus {
+        self.status
+    }
+}
+
+impl fmt::Display for CompletionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "task {} is already complete ({:?}); a completion source completes its task once: \
+             use the try_set_* methods where completers race",
+            self.task, self.status
+        )
+    }
+}
+
+impl Error for CompletionError {}
+
+/// A context refused work because it was shut down (or, for `Task::run` in a model build,
+/// because there is no default pool).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnError {
+    pub(crate) context: String,
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot spawn onto {}: it has been shut down; spawn onto a running pool or \
+             context, or keep this one alive until its work is queued",
+            self.context
+        )
+    }
+}
+
+impl Error for SpawnError {}

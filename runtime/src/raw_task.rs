@@ -1,0 +1,362 @@
+//! A spawned task's body and its scheduling state: who polls it, when, and where.
+//!
+//! A [`RawTask`] owns a spawned future (the task's *body*). Its [`Task`] handle shares only
+//! the completion core; the body completes the core when it finishes.
+//!
+//! # States
+//!
+//! ```text
+//!            wake (posted)                    dequeued by the context
+//!   Idle ───────────────────► Scheduled(C) ──────────────────────────► Running
+//!    ▲  │ wake with inline permit, on the resume context                 │  │
+//!    │  └───────────────────────────────────────────────────────────────►│  │ body ready
+//!    │                   poll returned Pending, not woken meanwhile      │  ▼
+//!    └───────────────────────────────────────────────────────────────────┘ Done
+//! ```
+//!
+//! 1. Only the thread that moved the task to `Running` polls the body. A wake while
+//!    `Running` sets `notified`; when the poll returns `Pending` the task is then scheduled
+//!    again, so no wakeup is lost.
+//! 2. A wake in `Idle` schedules the task exactly once: it moves to `Scheduled` under the
+//!    lock and posts one job. A wake in `Scheduled` or `Done` does nothing.
+//! 3. Where the next poll runs is the *resume target*, set while the body runs: by default
+//!    the context current at the poll (capture), or whatever the awaiter that suspended the
+//!    body asked for (`configure_await(false)` asks for *anywhere*). A wake may run the body
+//!    inline only when the completing side grants it (the first continuation of a task,
+//!    see `task_core`) and the calling thread already is on the resume target.
+//! 4. `awaiting` names the task the body is suspended on, when it is a spawned task. A
+//!    blocked wait follows these links to prove a deadlock (see `wait.rs`).
+//! 5. A body dropped before it finished (its context refused it, or nothing can wake it
+//!    any more) faults its task as *abandoned*: nothing awaiting it hangs.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe, Location};
+use std::pin::Pin;
+use std::task::{Context as PollContext, Poll, Wake};
+
+use crate::context::{Context, ContextId, Job};
+use crate::error::TaskError;
+use crate::sync::{self, Arc, Mutex};
+use crate::task::{Task, TaskId};
+use crate::task_core::TaskCore;
+
+/// How deep inline continuation runs may nest on one thread before they are queued instead.
+const MAX_INLINE_DEPTH: usize = 16;
+
+pub(crate) struct RawTask {
+    pub(crate) id: TaskId,
+    pub(crate) location: &'static Location<'static>,
+    state: Mutex<RawState>,
+    body: Mutex<Option<Pin<Box<dyn ErasedBody>>>>,
+}
+
+struct RawState {
+    run: Run,
+    resume: Resume,
+    awaiting: Option<Arc<RawTask>>,
+}
+
+/// Where a task is in its life (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Run {
+    Idle,
+    /// Queued on a context (`None`: being run directly, for want of a default pool).
+    Scheduled(Option<ContextId>),
+    Running {
+        notified: bool,
+    },
+    Done,
+}
+
+/// Where a suspended body's next poll should run.
+#[derive(Clone, Debug)]
+pub(crate) enum Resume {
+    /// On this context (it was captured).
+    On(Context),
+    /// Anywhere: inline on the completing thread when allowed, else the default pool.
+    Anywhere,
+}
+
+impl Resume {
+    /// What `.await` captures by default: the current context, or anywhere if none.
+    pub(crate) fn capture_current() -> Resume {
+        sync::current_context().map_or(Resume::Anywhere, Resume::On)
+    }
+
+    fn is_here(&self) -> bool {
+        match self {
+            Resume::On(context) => context.is_current(),
+            Resume::Anywhere => true,
+        }
+    }
+
+    fn resolve(self) -> Option<Context> {
+        match self {
+            Resume::On(context) => Some(context),
+            Resume::Anywhere => sync::default_pool(),
+        }
+    }
+}
+
+impl RawTask {
+    /// Creates a task handle and the raw task that will run `future` and complete it.
+    pub(crate) fn spawn_parts<F, T>(
+        future: F,
+        location: &'static Location<'static>,
+        run_continuations_asynchronously: bool,
+    ) -> (Task<T>, Arc<RawTask>)
+    where
+        F: Future<Output = Result<T, TaskError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let core = Arc::new(TaskCore::new(location, run_continuations_asynchronously));
+        let raw = Arc::new(RawTask {
+            id: core.id,
+            location,
+            state: Mutex::new(RawState {
+                run: Run::Idle,
+                resume: Resume::Anywhere,
+                awaiting: None,
+            }),
+            body: Mutex::new(Some(Box::pin(Body {
+                future,
+                core: core.clone(),
+                finished: false,
+            }))),
+        });
+        (Task::from_parts(core, Some(raw.clone())), raw)
+    }
+
+    /// Queues the first poll on `context`; false (and the task abandoned) if refused.
+    pub(crate) fn schedule_first(this: &Arc<Self>, context: &Context) -> bool {
+        {
+            let mut state = this.state.lock();
+            debug_assert_eq!(state.run, Run::Idle);
+            state.run = Run::Scheduled(Some(context.id()));
+        }
+        match context.post_job(Job::Task(this.clone())) {
+            Ok(()) => true,
+            Err(job) => {
+                job.abandon(&context.describe());
+                false
+            }
+        }
+    }
+
+    /// Polls the body now, on the calling thread (an eager start).
+    pub(crate) fn run_now(this: &Arc<Self>) {
+        {
+            let mut state = this.state.lock();
+            if state.run != Run::Idle {
+                return;
+            }
+            state.run = Run::Running { notified: false };
+        }
+        Self::poll_body(this);
+    }
+
+    /// Runs a queued poll (called by the context that dequeued this task).
+    pub(crate) fn run_scheduled(this: &Arc<Self>) {
+        {
+            let mut state = this.state.lock();
+            if !matches!(state.run, Run::Scheduled(_)) {
+                return;
+            }
+            state.run = Run::Running { notified: false };
+        }
+        Self::poll_body(this);
+    }
+
+    /// Polls the body until it is pending and not woken meanwhile, or finished (rule 1).
+    fn poll_body(this: &Arc<Self>) {
+        let waker = sync::waker(TaskWaker(this.clone()));
+        let mut cx = PollContext::from_waker(&waker);
+        {
+            let mut state = this.state.lock();
+            state.resume = Resume::capture_current();
+            state.awaiting = None;
+        }
+        let previous = sync::swap_current_task(Some(this.clone()));
+        let finished = {
+            let mut slot = this.body.lock();
+            let pending = match slot.as_mut() {
+                Some(body) => body.as_mut().poll(&mut cx).is_pending(),
+                None => false,
+            };
+            if pending {
+                None
+            } else {
+                Some(slot.take())
+            }
+        };
+        sync::swap_current_task(previous);
+        // Drop a finished body outside the lock: its destructors are user code.
+        let finished = match finished {
+            Some(body) => {
+                drop(body);
+                true
+            }
+            None => false,
+        };
+        let mut state = this.state.lock();
+        if finished {
+            state.run = Run::Done;
+            state.awaiting = None;
+            return;
+        }
+        match state.run {
+            Run::Running { notified: true } => {
+                let context = state.resume.clone().resolve();
+                state.run = Run::Scheduled(context.as_ref().map(Context::id));
+                drop(state);
+                Self::post_to(this, context);
+            }
+            _ => state.run = Run::Idle,
+        }
+    }
+
+    /// Wakes the task (rules 2 and 3).
+    fn wake(this: &Arc<Self>) {
+        let inline = sync::take_inline_permit();
+        let mut state = this.state.lock();
+        match state.run {
+            Run::Idle => {}
+            Run::Running { .. } => {
+                state.run = Run::Running { notified: true };
+                return;
+            }
+            Run::Scheduled(_) | Run::Done => return,
+        }
+        let resume = state.resume.clone();
+        if inline && resume.is_here() && sync::inline_depth_add(0) < MAX_INLINE_DEPTH {
+            state.run = Run::Running { notified: false };
+            drop(state);
+            sync::inline_depth_add(1);
+            Self::poll_body(this);
+            sync::inline_depth_add(-1);
+        } else {
+            let context = resume.resolve();
+            state.run = Run::Scheduled(context.as_ref().map(Context::id));
+            drop(state);
+            Self::post_to(this, context);
+        }
+    }
+
+    fn post_to(this: &Arc<Self>, context: Option<Context>) {
+        match context {
+            Some(context) => {
+                if let Err(job) = context.post_job(Job::Task(this.clone())) {
+                    job.abandon(&context.describe());
+                }
+            }
+            // Model builds have no default pool: run it here.
+            None => Self::run_scheduled(this),
+        }
+    }
+
+    /// Records how the body is suspending (rules 3 and 4); called by an awaiter from
+    /// inside this task's poll.
+    pub(crate) fn note_suspension(&self, resume: Resume, awaiting: Option<Arc<RawTask>>) {
+        let mut state = self.state.lock();
+        state.resume = resume;
+        state.awaiting = awaiting;
+    }
+
+    /// The state and the awaited task, for the deadlock walk.
+    pub(crate) fn blocking_view(&self) -> (Run, Option<Arc<RawTask>>) {
+        let state = self.state.lock();
+        (state.run, state.awaiting.clone())
+    }
+
+    /// Drops the body without finishing it (rule 5).
+    pub(crate) fn abandon(&self, reason: String) {
+        self.state.lock().run = Run::Done;
+        let body = self.body.lock().take();
+        if let Some(mut body) = body {
+            body.as_mut().abandon(reason);
+        }
+    }
+}
+
+impl fmt::Display for RawTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {} (spawned at {})", self.id, self.location)
+    }
+}
+
+/// The waker of a spawned task.
+struct TaskWaker(Arc<RawTask>);
+
+impl Wake for TaskWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        RawTask::wake(&self.0);
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        RawTask::wake(&self.0);
+    }
+}
+
+/// A body with its output type erased.
+trait ErasedBody: Send {
+    fn poll(self: Pin<&mut Self>, cx: &mut PollContext<'_>) -> Poll<()>;
+    fn abandon(self: Pin<&mut Self>, reason: String);
+}
+
+/// The user's future plus the core it completes.
+struct Body<F, T> {
+    future: F,
+    core: Arc<TaskCore<T>>,
+    finished: bool,
+}
+
+impl<F, T> ErasedBody for Body<F, T>
+where
+    F: Future<Output = Result<T, TaskError>> + Send,
+    T: Send,
+{
+    fn poll(self: Pin<&mut Self>, cx: &mut PollContext<'_>) -> Poll<()> {
+        // SAFETY: `future` is structurally pinned: `Body` never moves it out, exposes it
+        // only as `Pin<&mut F>`, and its `Drop` does not touch it. The other fields are
+        // not pinned and are only accessed through `&mut`.
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.finished {
+            return Poll::Ready(());
+        }
+        // SAFETY: see above; `this.future` stays where the pinned `Body` put it.
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        let outcome = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(outcome)) => outcome,
+            Err(payload) => Err(TaskError::from_panic(this.core.id, payload)),
+        };
+        this.finished = true;
+        // The body is the task's only completer, so this cannot lose.
+        let _ = this.core.try_complete(outcome);
+        Poll::Ready(())
+    }
+
+    fn abandon(self: Pin<&mut Self>, reason: String) {
+        // SAFETY: only the unpinned `finished` and `core` fields are touched.
+        let this = unsafe { self.get_unchecked_mut() };
+        if !this.finished {
+            this.finished = true;
+            let _ = this
+                .core
+                .try_complete(Err(TaskError::abandoned(this.core.id, reason)));
+        }
+    }
+}
+
+impl<F, T> Drop for Body<F, T> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let reason = "its body was dropped before it finished, because nothing could wake \
+                          it any more (the waker of a future it awaited was dropped)";
+            let _ = self
+                .core
+                .try_complete(Err(TaskError::abandoned(self.core.id, reason.to_owned())));
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The sync facade: the one module of the runtime that names a synchronisation primitive.
+//!
+//! Every atomic, mutex, condvar, cross-thread `Arc`, thread spawn and thread-local the
+//! runtime uses comes from here, in one of three arms chosen by a compiler flag:
+//!
+//! | flag              | primitives                          | work-stealing queues            |
+//! |-------------------|-------------------------------------|---------------------------------|
+//! | (none)            | `std`                               | `crossbeam-deque`               |
+//! | `--cfg loom`      | `loom` (exhaustive interleavings)   | a mutex-protected stand-in      |
+//! | `--cfg shuttle`   | `shuttle` (random / PCT / DFS)      | the same stand-in               |
+//!
+//! So the models in `models/` check **the runtime's own code**, not a copy of it. Flags, not
+//! Cargo features, switch the arms: a feature unifies across a workspace build and would put
+//! checker primitives into ordinary tests. CI greps that no other file in `runtime/src` names
+//! `std::sync`, `std::thread`, `UnsafeCell` or `thread_local!`.
+//!
+//! Rules for this file:
+//!
+//! 1. The wrappers ([`Mutex`], [`Condvar`]) erase poisoning: a panic inside a task is caught
+//!    and turned into a fault before any runtime lock could be poisoned by it, and a
+//!    poisoned runtime lock would otherwise take every later user down with it.
+//! 2. Crossbeam is not instrumented by loom or shuttle, so under either checker it is
+//!    replaced by [`stand_in`], which has the same interface and is checked like the rest.
+//! 3. The runtime's thread-locals (current context, current task, inline-run permission,
+//!    the pool worker's local queue) are declared here: loom and shuttle run all their model
+//!    threads on one OS thread, so a plain `std::thread_local!` would be shared between them.
+//! 4. Task and context ids come from a plain std counter in every arm. They are labels for
+//!    messages, not synchronisation, and loom forbids its atomics in statics.
+
+use std::cell::{Cell, RefCell};
+
+#[cfg(all(loom, shuttle))]
+compile_error!("build with at most one of `--cfg loom` and `--cfg shuttle`");
+
+#[cfg(loom)]
+mod primitive {
+    pub(crate) use loom::sync::{Arc, Condvar, Mutex as RawMutex, MutexGuard};
+    pub(crate) use loom::thread::{self, JoinHandle, ThreadId};
+    pub(crate) use loom::thread_local;
+}
+
+#[cfg(shuttle)]
+mod primitive {
+    pub(crate) use shuttle::sync::{Arc, Condvar, Mutex as RawMutex, MutexGuard};
+    pub(crate) use shuttle::thread::{self, JoinHandle, ThreadId};
+    pub(crate) use shuttle::thread_local;
+}
+
+#[cfg(not(any(loom, shuttle)))]
+mod primitive {
+    pub(crate) use std::sync::{Arc, Condvar, Mutex as RawMutex, MutexGuard};
+    pub(crate) use std::thread::{self, JoinHandle, ThreadId};
+    pub(crate) use std::thread_local;
+}
+
+pub(crate) use primitive::{Arc, JoinHandle, MutexGuard, ThreadId};
+
+use crate::context::{Context, Job};
+use crate::raw_task::RawTask;
+
+/// A mutex whose `lock` cannot fail (rule 1).
+pub(crate) struct Mutex<T>(primitive::RawMutex<T>);
+
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Mutex(primitive::RawMutex::new(value))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A condition variable over [`Mutex`] guards (rule 1).
+pub(crate) struct Condvar(primitive::Condvar);
+
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        Condvar(primitive::Condvar::new())
+    }
+
+    pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.0
+            .wait(guard)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn notify_one(&self) {
+        self.0.notify_one();
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}
+
+/// Spawns a named runtime thread (a pool worker or a dedicated single-thread context).
+pub(crate) fn spawn_thread<F>(name: String, f: F) -> JoinHandle<()>
+where
+    F: FnOnce() + Send + 'static,
+{
+    primitive::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .expect("the OS refused to start a runtime thread")
+}
+
+/// The calling thread's id.
+pub(crate) fn current_thread_id() -> ThreadId {
+    primitive::thread::current().id()
+}
+
+/// The calling thread's name, or its id when it has none, for error messages.
+pub(crate) fn current_thread_name() -> String {
+    let thread = primitive::thread::current();
+    match thread.name() {
+        Some(name) => name.to_owned(),
+        None => format!("{:?}", thread.id()),
+    }
+}
+
+/// Backs off in a retry loop; the checkers need a yield point here or they never finish.
+pub(crate) fn spin_loop() {
+    #[cfg(any(loom, shuttle))]
+    primitive::thread::yield_now();
+    #[cfg(not(any(loom, shuttle)))]
+    std::hint::spin_loop();
+}
+
+/// The id of the thread behind `handle`.
+pub(crate) fn thread_id_of(handle: &JoinHandle<()>) -> ThreadId {
+    handle.thread().id()
+}
+
+/// Hands out ids for tasks and contexts (rule 4).
+pub(crate) fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Builds a [`std::task::Waker`] from a value implementing [`std::task::Wake`].
+///
+/// Wakers need std's `Arc` (that is what `Wake` takes). Its reference count is not part of
+/// any protocol the models check; the state behind it (the task's) is facade-synchronised.
+pub(crate) fn waker<W: std::task::Wake + Send + Sync + 'static>(inner: W) -> std::task::Waker {
+    std::task::Waker::from(std::sync::Arc::new(inner))
+}
+
+// ---------------------------------------------------------------------------------------
+// Work-stealing queues (rule 2).
+
+#[cfg(not(any(loom, shuttle)))]
+pub(crate) use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+
+#[cfg(any(loom, shuttle))]
+pub(crate) use stand_in::{Injector, Steal, Stealer, Worker};
+
+/// A mutex-protected stand-in for `crossbeam-deque` with the subset of its interface the
+/// pool uses. The checkers cannot see inside crossbeam; they can see inside this.
+#[cfg(any(loom, shuttle))]
+mod stand_in {
+    use super::{Arc, Mutex};
+    use std::collections::VecDeque;
+
+    /// Mirrors `crossbeam_deque::Steal` (the stand-in never returns `Retry`, but callers
+    /// must handle it exactly as with crossbeam).
+    #[allow(dead_code, reason = "Retry exists to keep the interface identical")]
+    pub(crate) enum Steal<T> {
+        Empty,
+        Success(T),
+        Retry,
+    }
+
+    pub(crate) struct Injector<T>(Mutex<VecDeque<T>>);
+
+    impl<T> Injector<T> {
+        pub(crate) fn new() -> Self {
+            Injector(Mutex::new(VecDeque::new()))
+        }
+        pub(crate) fn push(&self, value: T) {
+            self.0.lock().push_back(value);
+        }
+        pub(crate) fn is_empty(&self) -> bool {
+            self.0.lock().is_empty()
+        }
+        pub(crate) fn steal_batch_and_pop(&self, _dest: &Worker<T>) -> Steal<T> {
+            match self.0.lock().pop_front() {
+                Some(value) => Steal::Success(value),
+                None => Steal::Empty,
+            }
+        }
+    }
+
+    pub(crate) struct Worker<T>(Arc<Mutex<VecDeque<T>>>);
+
+    impl<T> Worker<T> {
+        pub(crate) fn new_fifo() -> Self {
+            Worker(Arc::new(Mutex::new(VecDeque::new())))
+        }
+        pub(crate) fn push(&self, value: T) {
+            self.0.lock().push_back(value);
+        }
+        pub(crate) fn pop(&self) -> Option<T> {
+            self.0.lock().pop_front()
+        }
+        pub(crate) fn stealer(&self) -> Stealer<T> {
+            Stealer(self.0.clone())
+        }
+    }
+
+    pub(crate) struct Stealer<T>(Arc<Mutex<VecDeque<T>>>);
+
+    impl<T> Stealer<T> {
+        pub(crate) fn steal(&self) -> Steal<T> {
+            match self.0.lock().pop_back() {
+                Some(value) => Steal::Success(value),
+                None => Steal::Empty,
+            }
+        }
+        pub(crate) fn is_empty(&self) -> bool {
+            self.0.lock().is_empty()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Thread-locals (rule 3).
+
+/// A pool worker's own queue, reachable from the jobs it runs so their posts stay local.
+pub(crate) struct WorkerSlot {
+    pub(crate) pool_id: u64,
+    pub(crate) queue: Worker<Job>,
+}
+
+// loom's and shuttle's `thread_local!` take no `const { }` initialisers.
+#[allow(clippy::missing_const_for_thread_local)]
+mod locals {
+    use super::*;
+    primitive::thread_local! {
+        pub(super) static CURRENT_CONTEXT: RefCell<Option<Context>> = RefCell::new(None);
+        pub(super) static CURRENT_TASK: RefCell<Option<Arc<RawTask>>> = RefCell::new(None);
+        pub(super) static INLINE_PERMIT: Cell<bool> = Cell::new(false);
+        pub(super) static INLINE_DEPTH: Cell<usize> = Cell::new(0);
+        pub(super) static WORKER: RefCell<Option<WorkerSlot>> = RefCell::new(None);
+    }
+}
+use locals::{CURRENT_CONTEXT, CURRENT_TASK, INLINE_DEPTH, INLINE_PERMIT, WORKER};
+
+/// Replaces the calling thread's current context, returning the previous one.
+pub(crate) fn swap_current_context(context: Option<Context>) -> Option<Context> {
+    CURRENT_CONTEXT.with(|slot| slot.replace(context))
+}
+
+/// The calling thread's current context (ambient, like `SynchronizationContext.Current`).
+pub(crate) fn current_context() -> Option<Context> {
+    CURRENT_CONTEXT.with(|slot| slot.borrow().clone())
+}
+
+/// Replaces the task being polled on this thread, returning the previous one.
+pub(crate) fn swap_current_task(task: Option<Arc<RawTask>>) -> Option<Arc<RawTask>> {
+    CURRENT_TASK.with(|slot| slot.replace(task))
+}
+
+/// Runs `f` with the task being polled on this thread, if any.
+pub(crate) fn with_current_task<R>(f: impl FnOnce(Option<&Arc<RawTask>>) -> R) -> R {
+    CURRENT_TASK.with(|slot| f(slot.borrow().as_ref()))
+}
+
+/// Grants (or withdraws) permission for the next task wake on this thread to run inline.
+pub(crate) fn set_inline_permit(allowed: bool) -> bool {
+    INLINE_PERMIT.with(|permit| permit.replace(allowed))
+}
+
+/// Takes the inline permission, if granted (a wake consumes it).
+pub(crate) fn take_inline_permit() -> bool {
+    INLINE_PERMIT.with(|permit| permit.replace(false))
+}
+
+/// Adjusts the depth of nested inline continuation runs on this thread; returns the new depth.
+pub(crate) fn inline_depth_add(delta: isize) -> usize {
+    INLINE_DEPTH.with(|depth| {
+        let next = depth.get().saturating_add_signed(delta);
+        depth.set(next);
+        next
+    })
+}
+
+/// Installs (or removes) the pool worker's local queue for this thread.
+pub(crate) fn set_worker_slot(slot: Option<WorkerSlot>) -> Option<WorkerSlot> {
+    WORKER.with(|cell| cell.replace(slot))
+}
+
+/// Pushes `job` onto this thread's worker queue if this thread is a worker of `pool_id`;
+/// gives the job back otherwise.
+pub(crate) fn push_local(pool_id: u64, job: Job) -> Result<(), Job> {
+    WORKER.with(|cell| match cell.borrow().as_ref() {
+        Some(slot) if slot.pool_id == pool_id => {
+            slot.queue.push(job);
+            Ok(())
+        }
+        _ => Err(job),
+    })
+}
+
+/// Runs `f` on this thread's worker queue (only pool workers call it).
+pub(crate) fn with_worker_queue<R>(f: impl FnOnce(&Worker<Job>) -> R) -> R {
+    WORKER.with(|cell| {
+        let slot = cell.borrow();
+        let slot = slot
+            .as_ref()
+            .expect("with_worker_queue is only called on pool workers");
+        f(&slot.queue)
+    })
+}
+
+/// Pops from this thread's worker queue.
+pub(crate) fn pop_local() -> Option<Job> {
+    WORKER.with(|cell| cell.borrow().as_ref().and_then(|slot| slot.queue.pop()))
+}
+
+/// Whether this thread is a worker of pool `pool_id`.
+pub(crate) fn is_worker_of(pool_id: u64) -> bool {
+    WORKER.with(|cell| matches!(cell.borrow().as_ref(), Some(slot) if slot.pool_id == pool_id))
+}
+
+// ---------------------------------------------------------------------------------------
+// The process-wide default pool (`Task::run`, `configure_await(false)` resumptions).
+
+/// The default thread pool, started on first use. Model builds have none: a model creates
+/// its pools explicitly, and work that would go to the default pool runs inline instead
+/// (loom and shuttle cannot keep a pool alive across their executions).
+#[cfg(not(any(loom, shuttle)))]
+pub(crate) fn default_pool() -> Option<Context> {
+    static POOL: std::sync::OnceLock<crate::ThreadPool> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        crate::ThreadPool::with_name("taskcheck-pool", workers)
+    });
+    Some(pool.context())
+}
+
+#[cfg(any(loom, shuttle))]
+pub(crate) fn default_pool() -> Option<Context> {
+    None
+}

@@ -1,0 +1,317 @@
+//! `Task<T>`: a cheap, clonable, multi-await handle to an asynchronous operation's outcome.
+//!
+//! Any number of clones may await a task, concurrently or later; each gets the same
+//! outcome (hence `T: Clone` for awaiting). A task is created by spawning a future (lazily
+//! onto a context with [`Context::spawn`](crate::Context::spawn), eagerly with
+//! [`start`](crate::start)), by a [`TaskCompletionSource`](crate::TaskCompletionSource), or
+//! already complete ([`Task::from_result`]).
+//!
+//! Awaiting a task (`task.await`) resumes on the context captured at the suspension;
+//! [`Task::configure_await`]`(false)` captures nothing. [`Task::wait`] blocks the calling
+//! thread instead and refuses, with [`WaitError::WouldDeadlock`], a wait that can never end.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::task::{Context as PollContext, Poll};
+
+use crate::awaiter::{
+    Awaitable, Awaiter, ConfigureAwaitOptions, ConfiguredAwait, Continuation, Dependency,
+};
+use crate::error::{message, SpawnError, TaskError};
+use crate::raw_task::RawTask;
+use crate::sync::{self, Arc};
+use crate::task_core::{TaskCore, Waiter};
+use crate::wait::{self, WaitError};
+
+/// A task's identity, for messages and comparisons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    pub(crate) fn next() -> Self {
+        TaskId(sync::next_id())
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Where a task is in its life. .NET's `Created` / `WaitingForActivation` / `Running` are
+/// all `Pending` here; `RanToCompletion` is `Succeeded`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    /// Not complete yet.
+    Pending,
+    /// Completed with a value.
+    Succeeded,
+    /// Completed with one or more errors (panics included). Faulted wins over canceled.
+    Faulted,
+    /// Completed by cancellation.
+    Canceled,
+}
+
+/// A handle to an asynchronous operation's outcome (.NET's `Task<TResult>`).
+#[must_use = "a task runs whether or not it is awaited; drop the handle explicitly to detach it"]
+pub struct Task<T> {
+    pub(crate) core: Arc<TaskCore<T>>,
+    /// The spawned task that completes this one, when there is one (for deadlock proofs).
+    pub(crate) producer: Option<Arc<RawTask>>,
+    /// The await in progress when this handle is polled as a future.
+    awaiting: Option<ConfiguredAwait<TaskAwaiter<T>>>,
+}
+
+impl<T> Task<T> {
+    pub(crate) fn from_parts(core: Arc<TaskCore<T>>, producer: Option<Arc<RawTask>>) -> Self {
+        Task {
+            core,
+            producer,
+            awaiting: None,
+        }
+    }
+
+    /// A task that already succeeded with `value`.
+    #[track_caller]
+    pub fn from_result(value: T) -> Self {
+        Self::from_parts(
+            Arc::new(TaskCore::completed(Ok(value), Location::caller())),
+            None,
+        )
+    }
+
+    /// A task that already failed with `error` (faulted or canceled).
+    #[track_caller]
+    pub fn from_error(error: TaskError) -> Self {
+        Self::from_error_at(error, Location::caller())
+    }
+
+    pub(crate) fn from_error_at(error: TaskError, location: &'static Location<'static>) -> Self {
+        Self::from_parts(Arc::new(TaskCore::completed(Err(error), location)), None)
+    }
+
+    /// A task that is already canceled.
+    #[track_caller]
+    pub fn canceled() -> Self {
+        Self::from_error_at(TaskError::canceled(), Location::caller())
+    }
+
+    /// This task's id.
+    pub fn id(&self) -> TaskId {
+        self.core.id
+    }
+
+    /// Its status now. Does not block.
+    pub fn status(&self) -> TaskStatus {
+        self.core.status()
+    }
+
+    /// Whether it has completed, in any way.
+    pub fn is_completed(&self) -> bool {
+        self.core.is_completed()
+    }
+
+    /// Whether it completed with a value.
+    pub fn is_completed_successfully(&self) -> bool {
+        self.status() == TaskStatus::Succeeded
+    }
+
+    /// Whether it faulted.
+    pub fn is_faulted(&self) -> bool {
+        self.status() == TaskStatus::Faulted
+    }
+
+    /// Whether it was canceled.
+    pub fn is_canceled(&self) -> bool {
+        self.status() == TaskStatus::Canceled
+    }
+
+    /// Awaits this task resuming on the captured context (`true`) or capturing nothing
+    /// (`false`), as C#'s `ConfigureAwait(bool)`.
+    pub fn configure_await(
+        self,
+        continue_on_captured_context: bool,
+    ) -> ConfiguredAwait<TaskAwaiter<T>>
+    where
+        T: Clone,
+    {
+        Awaitable::configure_await(self, continue_on_captured_context)
+    }
+
+    /// Awaits this task with .NET 8's `ConfigureAwaitOptions`.
+    pub fn configure_await_with(
+        self,
+        options: ConfigureAwaitOptions,
+    ) -> ConfiguredAwait<TaskAwaiter<T>>
+    where
+        T: Clone,
+    {
+        Awaitable::configure_await_with(self, options)
+    }
+}
+
+impl<T: Clone> Task<T> {
+    /// The outcome if the task has completed, without blocking.
+    pub fn outcome(&self) -> Option<Result<T, TaskError>> {
+        self.core.with_outcome(|outcome| outcome.cloned())
+    }
+
+    /// Blocks the calling thread until the task completes (C#'s `.Result` / `.Wait()`).
+    ///
+    /// On a [`SingleThreadContext`](crate::SingleThreadContext)'s own thread, a wait whose
+    /// task needs a continuation queued to that same context can never end. By default
+    /// (`WaitMode::FailFast`) such a wait returns [`WaitError::WouldDeadlock`] as soon as
+    /// the deadlock is certain, naming the context, the thread, the awaited task and the
+    /// stuck continuation. A wait that needs nothing from the context works.
+    pub fn wait(&self) -> Result<T, WaitError> {
+        wait::wait_for(&self.core, self.producer.as_ref())?;
+        self.outcome()
+            .unwrap_or_else(|| Err(TaskError::from_faults(vec![message("wait returned early")])))
+            .map_err(WaitError::Task)
+    }
+}
+
+impl<T: Send + 'static> Task<T> {
+    /// Runs `future` on the default thread pool (C#'s `Task.Run`).
+    ///
+    /// Model builds (`--cfg loom` / `--cfg shuttle`) have no default pool: there the task
+    /// is faulted with a [`SpawnError`]; spawn onto an explicit [`ThreadPool`](crate::ThreadPool).
+    #[track_caller]
+    pub fn run<F>(future: F) -> Task<T>
+    where
+        F: Future<Output = Result<T, TaskError>> + Send + 'static,
+    {
+        match sync::default_pool() {
+            Some(pool) => pool.spawn(future),
+            None => Task::from_error(TaskError::from_error(SpawnError {
+                context:
+                    "the default pool (model builds have none; spawn onto an explicit ThreadPool)"
+                        .to_owned(),
+            })),
+        }
+    }
+}
+
+impl Task<()> {
+    /// A task that already succeeded (C#'s `Task.CompletedTask`).
+    #[track_caller]
+    pub fn completed() -> Self {
+        Task::from_result(())
+    }
+}
+
+impl<T> Clone for Task<T> {
+    fn clone(&self) -> Self {
+        Task::from_parts(self.core.clone(), self.producer.clone())
+    }
+}
+
+impl<T> fmt::Debug for Task<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("id", &self.core.id)
+            .field("status", &self.status())
+            .field("created_at", &self.core.location)
+            .finish()
+    }
+}
+
+/// A plain `.await` resumes on the captured context.
+impl<T: Clone> Future for Task<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut PollContext<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let awaiting = match &mut this.awaiting {
+            Some(awaiting) => awaiting,
+            slot @ None => slot.insert(ConfiguredAwait::new(
+                TaskAwaiter::new(this.core.clone(), this.producer.clone()),
+                ConfigureAwaitOptions::default(),
+            )),
+        };
+        let poll = Pin::new(awaiting).poll(cx);
+        if poll.is_ready() {
+            this.awaiting = None;
+        }
+        poll
+    }
+}
+
+impl<T: Clone> Awaitable for Task<T> {
+    type Awaiter = TaskAwaiter<T>;
+
+    fn get_awaiter(self) -> TaskAwaiter<T> {
+        TaskAwaiter::new(self.core.clone(), self.producer.clone())
+    }
+}
+
+/// The awaiter of a [`Task`] (C#'s `TaskAwaiter<TResult>`).
+///
+/// Dropping it while suspended withdraws its continuation, so an abandoned await leaks no
+/// waker.
+pub struct TaskAwaiter<T> {
+    core: Arc<TaskCore<T>>,
+    producer: Option<Arc<RawTask>>,
+    key: Option<u64>,
+}
+
+impl<T> TaskAwaiter<T> {
+    fn new(core: Arc<TaskCore<T>>, producer: Option<Arc<RawTask>>) -> Self {
+        TaskAwaiter {
+            core,
+            producer,
+            key: None,
+        }
+    }
+}
+
+impl<T: Clone> Awaiter for TaskAwaiter<T> {
+    type Output = Result<T, TaskError>;
+
+    fn is_completed(&self) -> bool {
+        self.core.is_completed()
+    }
+
+    fn on_completed(&mut self, continuation: Continuation) {
+        match self.core.register(Waiter::Resume(continuation)) {
+            Ok(key) => self.key = Some(key),
+            // Completed meanwhile: resume now, through the scheduler.
+            Err(Waiter::Resume(continuation)) => continuation.resume(),
+            Err(Waiter::Callback(_)) => unreachable!("register gives back what it was given"),
+        }
+    }
+
+    fn get_result(&mut self) -> Result<T, TaskError> {
+        self.key = None;
+        self.core.with_outcome(|outcome| match outcome {
+            Some(outcome) => outcome.clone(),
+            None => Err(TaskError::from_faults(vec![message(
+                "TaskAwaiter::get_result was called before the task completed; call it only \
+                 after is_completed() returns true or the continuation resumed",
+            )])),
+        })
+    }
+
+    fn dependency(&self) -> Dependency {
+        Dependency(self.producer.clone())
+    }
+}
+
+impl<T> Drop for TaskAwaiter<T> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.core.unregister(key);
+        }
+    }
+}
+
+impl<T> fmt::Debug for TaskAwaiter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskAwaiter")
+            .field("task", &self.core.id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,147 @@
+//! The completion core shared by every handle to one task: its outcome and its waiters.
+//!
+//! # Rules
+//!
+//! 1. The outcome is written once, under the lock, by the single winner of
+//!    [`TaskCore::try_complete`]. A loser sees the outcome already set *under the same lock*,
+//!    so when it returns the task is observably complete (DESIGN: "a loser returns only once
+//!    the task is observably complete").
+//! 2. A waiter is registered under the lock only while the outcome is unset; otherwise it
+//!    is handed back and the caller resumes it itself. So every waiter registered is taken
+//!    by exactly one completion, and none is lost.
+//! 3. The winner takes all waiters out under the lock and runs them after unlocking, so
+//!    waiters never run under a task lock. Order: internal callbacks (wake blocked
+//!    waits), then every continuation but the first, queued in registration order, then the
+//!    first, which may run inline on the completing thread (.NET runs synchronous
+//!    continuations last, after queuing the asynchronous ones). With
+//!    `RUN_CONTINUATIONS_ASYNCHRONOUSLY` the first is queued too.
+//! 4. Unregistering (a dropped awaiter) removes its waiter under the lock; a waiter already
+//!    taken by a completion is simply not found.
+
+use std::panic::Location;
+
+use crate::awaiter::Continuation;
+use crate::error::TaskError;
+use crate::sync::Mutex;
+use crate::task::{TaskId, TaskStatus};
+
+/// Something waiting for a task to complete.
+pub(crate) enum Waiter {
+    /// An `.await` suspended on the task.
+    Resume(Continuation),
+    /// A runtime-internal callback (waking a blocked wait); short, never blocks.
+    Callback(Box<dyn FnOnce() + Send + 'static>),
+}
+
+pub(crate) struct TaskCore<T> {
+    pub(crate) id: TaskId,
+    pub(crate) location: &'static Location<'static>,
+    run_continuations_asynchronously: bool,
+    state: Mutex<CoreState<T>>,
+}
+
+struct CoreState<T> {
+    outcome: Option<Result<T, TaskError>>,
+    waiters: Vec<(u64, Waiter)>,
+    next_key: u64,
+}
+
+impl<T> TaskCore<T> {
+    pub(crate) fn new(
+        location: &'static Location<'static>,
+        run_continuations_asynchronously: bool,
+    ) -> Self {
+        TaskCore {
+            id: TaskId::next(),
+            location,
+            run_continuations_asynchronously,
+            state: Mutex::new(CoreState {
+                outcome: None,
+                waiters: Vec::new(),
+                next_key: 0,
+            }),
+        }
+    }
+
+    pub(crate) fn completed(
+        outcome: Result<T, TaskError>,
+        location: &'static Location<'static>,
+    ) -> Self {
+        let core = TaskCore::new(location, false);
+        core.state.lock().outcome = Some(outcome);
+        core
+    }
+
+    pub(crate) fn status(&self) -> TaskStatus {
+        match &self.state.lock().outcome {
+            None => TaskStatus::Pending,
+            Some(Ok(_)) => TaskStatus::Succeeded,
+            Some(Err(error)) => error.status(),
+        }
+    }
+
+    pub(crate) fn is_completed(&self) -> bool {
+        self.state.lock().outcome.is_some()
+    }
+
+    /// Runs `f` on the outcome (`None` while pending).
+    pub(crate) fn with_outcome<R>(&self, f: impl FnOnce(Option<&Result<T, TaskError>>) -> R) -> R {
+        f(self.state.lock().outcome.as_ref())
+    }
+
+    /// Registers `waiter` (rule 2): its key, or the waiter back if the task is complete.
+    pub(crate) fn register(&self, waiter: Waiter) -> Result<u64, Waiter> {
+        let mut state = self.state.lock();
+        if state.outcome.is_some() {
+            return Err(waiter);
+        }
+        let key = state.next_key;
+        state.next_key += 1;
+        state.waiters.push((key, waiter));
+        Ok(key)
+    }
+
+    /// Removes a registered waiter (rule 4); false if a completion already took it.
+    pub(crate) fn unregister(&self, key: u64) -> bool {
+        let mut state = self.state.lock();
+        let before = state.waiters.len();
+        state.waiters.retain(|(k, _)| *k != key);
+        state.waiters.len() != before
+    }
+
+    /// Completes the task (rule 1), or hands the outcome back if it was already complete.
+    pub(crate) fn try_complete(
+        &self,
+        outcome: Result<T, TaskError>,
+    ) -> Result<(), Result<T, TaskError>> {
+        let waiters = {
+            let mut state = self.state.lock();
+            if state.outcome.is_some() {
+                return Err(outcome);
+            }
+            state.outcome = Some(outcome);
+            std::mem::take(&mut state.waiters)
+        };
+        self.run_waiters(waiters);
+        Ok(())
+    }
+
+    /// Rule 3.
+    fn run_waiters(&self, waiters: Vec<(u64, Waiter)>) {
+        let mut continuations = Vec::new();
+        for (_, waiter) in waiters {
+            match waiter {
+                Waiter::Callback(callback) => callback(),
+                Waiter::Resume(continuation) => continuations.push(continuation),
+            }
+        }
+        let mut continuations = continuations.into_iter();
+        let first = continuations.next();
+        for continuation in continuations {
+            continuation.dispatch(false);
+        }
+        if let Some(first) = first {
+            first.dispatch(!self.run_continuations_asynchronously);
+        }
+    }
+}
