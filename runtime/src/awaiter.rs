@@ -31,6 +31,7 @@ use std::task::{Context as PollContext, Poll, Waker};
 
 use crate::context::{Context, Job};
 use crate::raw_task::{RawTask, Resume};
+use crate::sync::knobs::{self, Knob};
 use crate::sync::{self, Arc};
 use crate::task::Task;
 
@@ -233,7 +234,9 @@ fn poll_completion<A: Awaiter>(
         // Woken before completion (a spurious or shared wake): the continuation stands.
         return Poll::Pending;
     }
-    let capture = if options.contains(ConfigureAwaitOptions::CONTINUE_ON_CAPTURED_CONTEXT) {
+    let capture = if options.contains(ConfigureAwaitOptions::CONTINUE_ON_CAPTURED_CONTEXT)
+        && !knobs::on(Knob::IgnoreCapture)
+    {
         Context::current()
     } else {
         None

@@ -124,6 +124,11 @@ pub use task::{Task, TaskAwaiter, TaskId, TaskStatus};
 pub use thread_pool::ThreadPool;
 pub use wait::{WaitError, WouldDeadlock};
 
+/// Deliberate bugs for the models (model builds only; see `sync::knobs`).
+#[cfg(any(loom, shuttle))]
+#[doc(hidden)]
+pub use sync::knobs;
+
 /// Starts `future` eagerly, as calling a C# `async` method does: it runs on the calling
 /// thread until its first suspension before this returns. Effects before that suspension
 /// have happened when `start` returns; an error or a panic before it gives an

@@ -37,6 +37,7 @@ use std::task::{Context as PollContext, Poll, Wake};
 
 use crate::context::{Context, ContextId, Job};
 use crate::error::TaskError;
+use crate::sync::knobs::{self, Knob};
 use crate::sync::{self, Arc, Mutex};
 use crate::task::{Task, TaskId};
 use crate::task_core::TaskCore;
@@ -223,7 +224,9 @@ impl RawTask {
         match state.run {
             Run::Idle => {}
             Run::Running { .. } => {
-                state.run = Run::Running { notified: true };
+                if !knobs::on(Knob::ForgetWakeWhileRunning) {
+                    state.run = Run::Running { notified: true };
+                }
                 return;
             }
             Run::Scheduled(_) | Run::Done => return,

@@ -27,6 +27,7 @@ use std::future::Future;
 
 use crate::context::{Context, ContextId, ContextKind, EnterGuard, Job};
 use crate::error::{SpawnError, TaskError};
+use crate::sync::knobs::{self, Knob};
 use crate::sync::{self, Arc, Condvar, JoinHandle, Mutex, ThreadId};
 use crate::task::Task;
 use crate::task_core::Waiter;
@@ -257,7 +258,11 @@ impl SingleShared {
             return Err(job);
         }
         state.queue.push_back(job);
-        if let Some(blocked) = &state.blocked {
+        if let Some(blocked) = state
+            .blocked
+            .as_ref()
+            .filter(|_| !knobs::on(Knob::SkipBlockedWake))
+        {
             blocked.notify();
         }
         self.work.notify_one();

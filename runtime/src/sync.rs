@@ -345,3 +345,79 @@ pub(crate) fn default_pool() -> Option<Context> {
 pub(crate) fn default_pool() -> Option<Context> {
     None
 }
+
+// ---------------------------------------------------------------------------------------
+// Test knobs: deliberate bugs, for proving that the models catch them.
+
+/// Deliberate bugs a model can switch on, to show that the property it checks can fail.
+///
+/// Model builds only (`--cfg loom` / `--cfg shuttle`); in production builds every knob is a
+/// constant `false` and compiles away. A knob is set for the calling OS thread, which is
+/// where loom and shuttle run all of a model's threads, so tests running in parallel do not
+/// see each other's knobs.
+#[cfg(any(loom, shuttle))]
+#[doc(hidden)]
+pub mod knobs {
+    use std::cell::Cell;
+
+    /// One deliberate bug.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[repr(u32)]
+    pub enum Knob {
+        /// `TaskCore::register` checks for completion outside the lock that registers, so
+        /// a completion between the two loses the waiter (a lost wakeup).
+        RacyRegister = 1,
+        /// `TaskCore::try_complete` checks and sets the outcome under two separate locks,
+        /// so two racing completers can both win.
+        RacyComplete = 2,
+        /// A wake while the task is being polled is dropped instead of remembered.
+        ForgetWakeWhileRunning = 4,
+        /// Awaits ignore `configure_await`/capture and always resume anywhere.
+        IgnoreCapture = 8,
+        /// A post to a single-thread context does not wake its owner's blocked wait, so
+        /// a deadlock that becomes certain after the wait began is never reported.
+        SkipBlockedWake = 16,
+        /// A post to the pool does not wake a sleeping worker.
+        PoolSkipWake = 32,
+        /// Pool workers exit at shutdown without draining their queues.
+        PoolSkipDrain = 64,
+    }
+
+    // A plain OS thread-local on purpose: see the type's docs.
+    std::thread_local! {
+        static KNOBS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Runs `f` with `knob` switched on for this OS thread.
+    pub fn with_knob<R>(knob: Knob, f: impl FnOnce() -> R) -> R {
+        let previous = KNOBS.with(|k| k.replace(k.get() | knob as u32));
+        let result = f();
+        KNOBS.with(|k| k.set(previous));
+        result
+    }
+
+    /// Whether `knob` is on.
+    pub(crate) fn on(knob: Knob) -> bool {
+        KNOBS.with(|k| k.get() & knob as u32 != 0)
+    }
+}
+
+/// Production builds: no knobs.
+#[cfg(not(any(loom, shuttle)))]
+pub(crate) mod knobs {
+    #[derive(Clone, Copy)]
+    pub(crate) enum Knob {
+        RacyRegister,
+        RacyComplete,
+        ForgetWakeWhileRunning,
+        IgnoreCapture,
+        SkipBlockedWake,
+        PoolSkipWake,
+        PoolSkipDrain,
+    }
+
+    #[inline(always)]
+    pub(crate) fn on(_knob: Knob) -> bool {
+        false
+    }
+}

@@ -22,7 +22,8 @@ use std::panic::Location;
 
 use crate::awaiter::Continuation;
 use crate::error::TaskError;
-use crate::sync::Mutex;
+use crate::sync::knobs::{self, Knob};
+use crate::sync::{self, Mutex};
 use crate::task::{TaskId, TaskStatus};
 
 /// Something waiting for a task to complete.
@@ -91,8 +92,11 @@ impl<T> TaskCore<T> {
 
     /// Registers `waiter` (rule 2): its key, or the waiter back if the task is complete.
     pub(crate) fn register(&self, waiter: Waiter) -> Result<u64, Waiter> {
+        if knobs::on(Knob::RacyRegister) && self.is_completed() {
+            return Err(waiter);
+        }
         let mut state = self.state.lock();
-        if state.outcome.is_some() {
+        if !knobs::on(Knob::RacyRegister) && state.outcome.is_some() {
             return Err(waiter);
         }
         let key = state.next_key;
@@ -114,9 +118,16 @@ impl<T> TaskCore<T> {
         &self,
         outcome: Result<T, TaskError>,
     ) -> Result<(), Result<T, TaskError>> {
+        if knobs::on(Knob::RacyComplete) {
+            if self.is_completed() {
+                return Err(outcome);
+            }
+            // The deliberate bug: another completer may slip in here.
+            sync::spin_loop();
+        }
         let waiters = {
             let mut state = self.state.lock();
-            if state.outcome.is_some() {
+            if !knobs::on(Knob::RacyComplete) && state.outcome.is_some() {
                 return Err(outcome);
             }
             state.outcome = Some(outcome);

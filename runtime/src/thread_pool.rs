@@ -28,6 +28,7 @@ use std::future::Future;
 
 use crate::context::{Context, ContextId, ContextKind, EnterGuard, Job};
 use crate::error::{SpawnError, TaskError};
+use crate::sync::knobs::{self, Knob};
 use crate::sync::{
     self, Arc, Condvar, Injector, JoinHandle, Mutex, Steal, Stealer, Worker, WorkerSlot,
 };
@@ -169,7 +170,7 @@ impl PoolShared {
         if let Some(job) = job {
             self.injector.push(job);
         }
-        if sleep.sleepers > 0 {
+        if sleep.sleepers > 0 && !knobs::on(Knob::PoolSkipWake) {
             self.wake.notify_one();
         }
         Ok(())
@@ -192,7 +193,7 @@ impl PoolShared {
             }
             // Rule 2: look again under the lock before sleeping.
             let mut sleep = this.sleep.lock();
-            if this.has_work() {
+            if this.has_work() && !(sleep.shutdown && knobs::on(Knob::PoolSkipDrain)) {
                 continue;
             }
             if sleep.shutdown {
