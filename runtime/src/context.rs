@@ -191,6 +191,13 @@ impl Context {
         format!("{kind} '{}' ({})", self.name(), self.id())
     }
 
+    pub(crate) fn as_pool(&self) -> Option<&Arc<PoolShared>> {
+        match &self.kind {
+            ContextKind::Pool(pool) => Some(pool),
+            ContextKind::Single(_) => None,
+        }
+    }
+
     pub(crate) fn as_single(&self) -> Option<&Arc<SingleShared>> {
         match &self.kind {
             ContextKind::Single(single) => Some(single),

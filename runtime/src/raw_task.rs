@@ -274,7 +274,11 @@ impl RawTask {
 
     /// Drops the body without finishing it (rule 5).
     pub(crate) fn abandon(&self, reason: String) {
-        self.state.lock().run = Run::Done;
+        {
+            let mut state = self.state.lock();
+            state.run = Run::Done;
+            state.awaiting = None;
+        }
         let body = self.body.lock().take();
         if let Some(mut body) = body {
             body.as_mut().abandon(reason);

@@ -231,6 +231,7 @@ mod stand_in {
 /// A pool worker's own queue, reachable from the jobs it runs so their posts stay local.
 pub(crate) struct WorkerSlot {
     pub(crate) pool_id: u64,
+    pub(crate) index: usize,
     pub(crate) queue: Worker<Job>,
 }
 
@@ -320,9 +321,14 @@ pub(crate) fn pop_local() -> Option<Job> {
     WORKER.with(|cell| cell.borrow().as_ref().and_then(|slot| slot.queue.pop()))
 }
 
-/// Whether this thread is a worker of pool `pool_id`.
-pub(crate) fn is_worker_of(pool_id: u64) -> bool {
-    WORKER.with(|cell| matches!(cell.borrow().as_ref(), Some(slot) if slot.pool_id == pool_id))
+/// This thread's worker index if it is a worker of pool `pool_id`.
+pub(crate) fn worker_index(pool_id: u64) -> Option<usize> {
+    WORKER.with(|cell| {
+        cell.borrow()
+            .as_ref()
+            .filter(|slot| slot.pool_id == pool_id)
+            .map(|slot| slot.index)
+    })
 }
 
 // ---------------------------------------------------------------------------------------

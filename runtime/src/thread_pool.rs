@@ -21,6 +21,12 @@
 //! continuations of tasks already running there), still runs. Workers exit once every
 //! queue is empty, and `shutdown` joins them (unless it is called from a worker).
 //!
+//! # Blocking on a worker
+//!
+//! A worker blocked in [`Task::wait`] runs the pool's queued work while it waits (as .NET
+//! inlines tasks into `Wait`), so sync-over-async on the pool cannot starve it of the very
+//! work it waits for. Every post wakes such a helping worker as well as a sleeping one.
+//!
 //! A panic in a task becomes that task's fault; a worker thread never dies.
 
 use std::fmt;
@@ -33,6 +39,7 @@ use crate::sync::{
     self, Arc, Condvar, Injector, JoinHandle, Mutex, Steal, Stealer, Worker, WorkerSlot,
 };
 use crate::task::Task;
+use crate::wait::WaitSignal;
 
 /// A pool of worker threads with work stealing.
 ///
@@ -55,6 +62,8 @@ pub(crate) struct PoolShared {
 struct SleepState {
     sleepers: usize,
     shutdown: bool,
+    /// Workers blocked in a wait, helping: each is woken by every post.
+    helpers: Vec<Arc<WaitSignal>>,
 }
 
 impl ThreadPool {
@@ -74,6 +83,7 @@ impl ThreadPool {
             sleep: Mutex::new(SleepState {
                 sleepers: 0,
                 shutdown: false,
+                helpers: Vec::new(),
             }),
             wake: Condvar::new(),
         });
@@ -130,7 +140,7 @@ impl ThreadPool {
             sleep.shutdown = true;
             self.shared.wake.notify_all();
         }
-        if sync::is_worker_of(self.shared.id.0) {
+        if sync::worker_index(self.shared.id.0).is_some() {
             return;
         }
         let handles = std::mem::take(&mut *self.workers.lock());
@@ -170,8 +180,13 @@ impl PoolShared {
         if let Some(job) = job {
             self.injector.push(job);
         }
-        if sleep.sleepers > 0 && !knobs::on(Knob::PoolSkipWake) {
-            self.wake.notify_one();
+        if !knobs::on(Knob::PoolSkipWake) {
+            if sleep.sleepers > 0 {
+                self.wake.notify_one();
+            }
+            for helper in &sleep.helpers {
+                helper.notify();
+            }
         }
         Ok(())
     }
@@ -184,6 +199,7 @@ impl PoolShared {
         let _current = EnterGuard::new(Some(context));
         sync::set_worker_slot(Some(WorkerSlot {
             pool_id: this.id.0,
+            index,
             queue,
         }));
         loop {
@@ -204,6 +220,27 @@ impl PoolShared {
             sleep.sleepers -= 1;
         }
         sync::set_worker_slot(None);
+    }
+
+    /// On worker `index`, runs the pool's jobs until `done()` holds, sleeping on `signal`
+    /// (notified by every post, and by whatever `done` waits for) when there are none.
+    pub(crate) fn help_until(
+        &self,
+        index: usize,
+        signal: &Arc<WaitSignal>,
+        done: &dyn Fn() -> bool,
+    ) {
+        self.sleep.lock().helpers.push(signal.clone());
+        while !done() {
+            match self.find_job(index) {
+                Some(job) => job.run(),
+                None => signal.wait(),
+            }
+        }
+        self.sleep
+            .lock()
+            .helpers
+            .retain(|helper| !Arc::ptr_eq(helper, signal));
     }
 
     fn find_job(&self, index: usize) -> Option<Job> {

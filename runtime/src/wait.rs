@@ -19,8 +19,9 @@
 //! running elsewhere, waiting on something external, or not made of spawned tasks is never
 //! reported (no false alarms — such a wait may hang only where .NET's would too).
 //!
-//! Elsewhere (a pool worker, a plain thread, a task that captured nothing), a wait just
-//! blocks until the task completes.
+//! On a pool worker, a wait runs the pool's queued work until the task completes (see
+//! `thread_pool.rs`). Elsewhere (a plain thread, a dedicated context's non-owner), a wait
+//! just blocks until the task completes.
 //!
 //! [`WaitMode::FailFast`]: crate::WaitMode::FailFast
 
@@ -163,7 +164,7 @@ impl WaitSignal {
     }
 
     /// Sleeps until notified (consuming the notification).
-    fn wait(&self) {
+    pub(crate) fn wait(&self) {
         let mut fired = self.fired.lock();
         while !*fired {
             fired = self.cond.wait(fired);
@@ -188,14 +189,22 @@ pub(crate) fn wait_for<T>(
     let owned_context = Context::current()
         .and_then(|context| context.as_single().cloned())
         .filter(|single| single.is_owned_by_current_thread());
-    let result = match owned_context {
-        None => {
+    let pool_worker = Context::current().and_then(|context| {
+        let pool = context.as_pool()?.clone();
+        sync::worker_index(pool.id.0).map(|index| (pool, index))
+    });
+    let result = match (owned_context, pool_worker) {
+        (None, Some((pool, index))) => {
+            pool.help_until(index, &signal, &|| core.is_completed());
+            Ok(())
+        }
+        (None, None) => {
             while !core.is_completed() {
                 signal.wait();
             }
             Ok(())
         }
-        Some(single) => {
+        (Some(single), _) => {
             let _blocked = SingleShared::block(&single, signal.clone());
             loop {
                 if core.is_completed() {
