@@ -33,7 +33,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::pin::Pin;
-use std::task::{Context as PollContext, Poll, Wake};
+use std::task::{Context as PollContext, Poll, RawWaker, RawWakerVTable, Waker};
 
 use crate::context::{Context, ContextId, Job};
 use crate::error::TaskError;
@@ -171,7 +171,7 @@ impl RawTask {
 
     /// Polls the body until it is pending and not woken meanwhile, or finished (rule 1).
     fn poll_body(this: &Arc<Self>) {
-        let waker = sync::waker(TaskWaker(this.clone()));
+        let waker = waker_for(this);
         let mut cx = PollContext::from_waker(&waker);
         {
             let mut state = this.state.lock();
@@ -292,17 +292,54 @@ impl fmt::Display for RawTask {
     }
 }
 
-/// The waker of a spawned task.
-struct TaskWaker(Arc<RawTask>);
+// The waker of a spawned task: a counted reference to the task itself, so making and
+// cloning wakers never allocates. Its data pointer always comes from `Arc::into_raw` of an
+// `Arc<RawTask>` and owns one strong count; every function below gives that count back
+// exactly once (wake, drop) or leaves it untouched (clone adds one, wake_by_ref none).
 
-impl Wake for TaskWaker {
-    fn wake(self: std::sync::Arc<Self>) {
-        RawTask::wake(&self.0);
-    }
+static WAKER_VTABLE: RawWakerVTable =
+    RawWakerVTable::new(waker_clone, waker_wake, waker_wake_by_ref, waker_drop);
 
-    fn wake_by_ref(self: &std::sync::Arc<Self>) {
-        RawTask::wake(&self.0);
-    }
+fn waker_for(task: &Arc<RawTask>) -> Waker {
+    let data = Arc::into_raw(task.clone()).cast::<()>();
+    // SAFETY: `data` owns one strong count of an `Arc<RawTask>`, as the vtable expects.
+    unsafe { Waker::from_raw(RawWaker::new(data, &WAKER_VTABLE)) }
+}
+
+/// Borrows the task behind a waker's data pointer for the duration of `f`.
+///
+/// # Safety
+///
+/// `data` must own a strong count of an `Arc<RawTask>` (it came from `waker_for` or
+/// `waker_clone`) that stays alive during the call.
+unsafe fn with_task<R>(data: *const (), f: impl FnOnce(&Arc<RawTask>) -> R) -> R {
+    // SAFETY: per this function's contract; the count is handed back by `into_raw` below.
+    let task = unsafe { Arc::from_raw(data.cast::<RawTask>()) };
+    let result = f(&task);
+    let _ = Arc::into_raw(task);
+    result
+}
+
+unsafe fn waker_clone(data: *const ()) -> RawWaker {
+    // SAFETY: the waker being cloned is alive, so `data` owns a count.
+    let clone = unsafe { with_task(data, Arc::clone) };
+    RawWaker::new(Arc::into_raw(clone).cast::<()>(), &WAKER_VTABLE)
+}
+
+unsafe fn waker_wake(data: *const ()) {
+    // SAFETY: `wake` consumes the waker: take its count back and drop it after waking.
+    let task = unsafe { Arc::from_raw(data.cast::<RawTask>()) };
+    RawTask::wake(&task);
+}
+
+unsafe fn waker_wake_by_ref(data: *const ()) {
+    // SAFETY: the waker is alive for the call.
+    unsafe { with_task(data, RawTask::wake) };
+}
+
+unsafe fn waker_drop(data: *const ()) {
+    // SAFETY: dropping the waker gives its count back.
+    drop(unsafe { Arc::from_raw(data.cast::<RawTask>()) });
 }
 
 /// A body with its output type erased.

@@ -140,14 +140,6 @@ pub(crate) fn next_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Builds a [`std::task::Waker`] from a value implementing [`std::task::Wake`].
-///
-/// Wakers need std's `Arc` (that is what `Wake` takes). Its reference count is not part of
-/// any protocol the models check; the state behind it (the task's) is facade-synchronised.
-pub(crate) fn waker<W: std::task::Wake + Send + Sync + 'static>(inner: W) -> std::task::Waker {
-    std::task::Waker::from(std::sync::Arc::new(inner))
-}
-
 // ---------------------------------------------------------------------------------------
 // Work-stealing queues (rule 2).
 
