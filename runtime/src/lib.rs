@@ -107,6 +107,9 @@ mod sync;
 mod task;
 mod task_core;
 mod thread_pool;
+mod value_task;
+mod value_task_pool;
+mod value_task_source;
 mod wait;
 
 use std::future::Future;
@@ -122,6 +125,11 @@ pub use error::{CompletionError, SpawnError, TaskError};
 pub use single_thread::{PumpError, SingleThreadContext, SingleThreadContextBuilder, WaitMode};
 pub use task::{Task, TaskAwaiter, TaskId, TaskStatus};
 pub use thread_pool::ThreadPool;
+pub use value_task::{ValueTask, ValueTaskAwaiter};
+pub use value_task_pool::{PooledValueTaskSource, ValueTaskProducer, ValueTaskSourcePool};
+pub use value_task_source::{
+    ManualResetValueTaskSourceCore, Refused, SourceErrorKind, ValueTaskSource, ValueTaskSourceError,
+};
 pub use wait::{WaitError, WouldDeadlock};
 
 /// Deliberate bugs for the models (model builds only; see `sync::knobs`).

@@ -34,6 +34,7 @@ compile_error!("build with at most one of `--cfg loom` and `--cfg shuttle`");
 
 #[cfg(loom)]
 mod primitive {
+    pub(crate) use loom::sync::atomic::{AtomicBool, Ordering};
     pub(crate) use loom::sync::{Arc, Condvar, Mutex as RawMutex, MutexGuard};
     pub(crate) use loom::thread::{self, JoinHandle, ThreadId};
     pub(crate) use loom::thread_local;
@@ -41,6 +42,7 @@ mod primitive {
 
 #[cfg(shuttle)]
 mod primitive {
+    pub(crate) use shuttle::sync::atomic::{AtomicBool, Ordering};
     pub(crate) use shuttle::sync::{Arc, Condvar, Mutex as RawMutex, MutexGuard};
     pub(crate) use shuttle::thread::{self, JoinHandle, ThreadId};
     pub(crate) use shuttle::thread_local;
@@ -48,12 +50,13 @@ mod primitive {
 
 #[cfg(not(any(loom, shuttle)))]
 mod primitive {
+    pub(crate) use std::sync::atomic::{AtomicBool, Ordering};
     pub(crate) use std::sync::{Arc, Condvar, Mutex as RawMutex, MutexGuard};
     pub(crate) use std::thread::{self, JoinHandle, ThreadId};
     pub(crate) use std::thread_local;
 }
 
-pub(crate) use primitive::{Arc, JoinHandle, MutexGuard, ThreadId};
+pub(crate) use primitive::{Arc, AtomicBool, JoinHandle, MutexGuard, Ordering, ThreadId};
 
 use crate::context::{Context, Job};
 use crate::raw_task::RawTask;

@@ -74,6 +74,10 @@ impl<T> Task<T> {
         }
     }
 
+    pub(crate) fn into_parts(self) -> (Arc<TaskCore<T>>, Option<Arc<RawTask>>) {
+        (self.core, self.producer)
+    }
+
     /// A task that already succeeded with `value`.
     #[track_caller]
     pub fn from_result(value: T) -> Self {
