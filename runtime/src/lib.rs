@@ -105,6 +105,7 @@ mod raw_task;
 mod single_thread;
 mod sync;
 mod task;
+mod task_cache;
 mod task_core;
 mod thread_pool;
 mod value_task;

@@ -149,6 +149,10 @@ pub(crate) fn next_id() -> u64 {
 #[cfg(not(any(loom, shuttle)))]
 pub(crate) use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
+/// For the completed-task cache's statics (production builds only; see `task_cache.rs`).
+#[cfg(not(any(loom, shuttle)))]
+pub(crate) use std::sync::OnceLock;
+
 #[cfg(any(loom, shuttle))]
 pub(crate) use stand_in::{Injector, Steal, Stealer, Worker};
 

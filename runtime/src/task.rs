@@ -22,6 +22,7 @@ use crate::awaiter::{
 use crate::error::{message, SpawnError, TaskError};
 use crate::raw_task::RawTask;
 use crate::sync::{self, Arc};
+use crate::task_cache;
 use crate::task_core::{TaskCore, Waiter};
 use crate::wait::{self, WaitError};
 
@@ -79,12 +80,22 @@ impl<T> Task<T> {
     }
 
     /// A task that already succeeded with `value`.
+    ///
+    /// For `()`, `bool` and integers in −1..=8 this is a shared cached task: no allocation
+    /// (see `task_cache.rs`).
     #[track_caller]
-    pub fn from_result(value: T) -> Self {
-        Self::from_parts(
-            Arc::new(TaskCore::completed(Ok(value), Location::caller())),
-            None,
-        )
+    pub fn from_result(value: T) -> Self
+    where
+        T: 'static,
+    {
+        match task_cache::cached(&value) {
+            Some(task) => task,
+            None => Self::completed_at(value, Location::caller()),
+        }
+    }
+
+    pub(crate) fn completed_at(value: T, location: &'static Location<'static>) -> Self {
+        Self::from_parts(Arc::new(TaskCore::completed(Ok(value), location)), None)
     }
 
     /// A task that already failed with `error` (faulted or canceled).
