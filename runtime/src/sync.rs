@@ -386,6 +386,13 @@ pub mod knobs {
         PoolSkipWake = 32,
         /// Pool workers exit at shutdown without draining their queues.
         PoolSkipDrain = 64,
+        /// A value-task source's `get_result` does not check the token.
+        SkipTokenCheck = 128,
+        /// A pooled source is released before its version is bumped (ABA: a stale token
+        /// matches the next rental).
+        ReleaseBeforeReset = 256,
+        /// Renting a pooled source checks and takes it in two steps (double rent).
+        RacyRent = 512,
     }
 
     // A plain OS thread-local on purpose: see the type's docs.
@@ -419,6 +426,9 @@ pub(crate) mod knobs {
         SkipBlockedWake,
         PoolSkipWake,
         PoolSkipDrain,
+        SkipTokenCheck,
+        ReleaseBeforeReset,
+        RacyRent,
     }
 
     #[inline(always)]

@@ -26,6 +26,7 @@ use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
 use crate::error::TaskError;
+use crate::sync::knobs::{self, Knob};
 use crate::sync::{self, Arc, AtomicBool, Mutex, Ordering};
 use crate::task::TaskStatus;
 use crate::value_task::ValueTask;
@@ -78,12 +79,7 @@ impl<T> ValueTaskSourcePool<T> {
                 .hash_one(sync::current_thread_id()) as usize;
             for offset in 0..count {
                 let slot = &self.slots[(home + offset) % count];
-                // Take the slot if nobody has it.
-                if slot
-                    .rented
-                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
+                if slot.try_rent() {
                     return ValueTaskProducer::new(slot.clone());
                 }
             }
@@ -124,9 +120,30 @@ impl<T> Slot<T> {
     /// Rule 2: bump the version, then release the slot.
     fn give_back(&self) {
         *self.abandoned.lock() = false;
+        if knobs::on(Knob::ReleaseBeforeReset) {
+            self.rented.store(false, Ordering::Release);
+            sync::spin_loop();
+            self.core.reset();
+            return;
+        }
         self.core.reset();
         // Release the slot: the reset above happens-before the next rent.
         self.rented.store(false, Ordering::Release);
+    }
+
+    /// Rule 1: take the slot if nobody has it.
+    fn try_rent(&self) -> bool {
+        if knobs::on(Knob::RacyRent) {
+            if self.rented.load(Ordering::Acquire) {
+                return false;
+            }
+            sync::spin_loop();
+            self.rented.store(true, Ordering::Release);
+            return true;
+        }
+        self.rented
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 }
 
