@@ -30,7 +30,7 @@ use std::pin::Pin;
 use std::task::{Context as PollContext, Poll, Waker};
 
 use crate::context::{Context, Job};
-use crate::raw_task::{RawTask, Resume};
+use crate::raw_task::{RawTask, Resume, MAX_INLINE_DEPTH};
 use crate::sync::knobs::{self, Knob};
 use crate::sync::{self, Arc};
 use crate::task::Task;
@@ -185,6 +185,14 @@ impl Continuation {
     /// awaiter may call this while holding its own locks.
     pub fn resume(self) {
         self.dispatch(false);
+    }
+
+    /// Whether [`dispatch`](Self::dispatch) with inline permission would run the awaiting
+    /// code on this thread now: the thread is on the context the await captured (or it
+    /// captured nothing), and inline runs are not nested too deep.
+    pub(crate) fn would_run_inline_here(&self) -> bool {
+        let here = self.capture.as_ref().is_none_or(Context::is_current);
+        here && sync::inline_depth_add(0) < MAX_INLINE_DEPTH
     }
 
     /// Resumes, running the awaiting task inline on this thread when `inline_allowed` and

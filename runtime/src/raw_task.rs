@@ -43,7 +43,7 @@ use crate::task::{Task, TaskId};
 use crate::task_core::TaskCore;
 
 /// How deep inline continuation runs may nest on one thread before they are queued instead.
-const MAX_INLINE_DEPTH: usize = 16;
+pub(crate) const MAX_INLINE_DEPTH: usize = 16;
 
 pub(crate) struct RawTask {
     pub(crate) id: TaskId,

@@ -11,10 +11,12 @@
 //!    by exactly one completion, and none is lost.
 //! 3. The winner takes all waiters out under the lock and runs them after unlocking, so
 //!    waiters never run under a task lock. Order: internal callbacks (wake blocked
-//!    waits), then every continuation but the first, queued in registration order, then the
-//!    first, which may run inline on the completing thread (.NET runs synchronous
-//!    continuations last, after queuing the asynchronous ones). With
-//!    `RUN_CONTINUATIONS_ASYNCHRONOUSLY` the first is queued too.
+//!    waits) first. Then, if the first continuation can run inline on the completing
+//!    thread (it is on the context that continuation captured, or it captured nothing),
+//!    every other continuation is queued in registration order and the first runs inline
+//!    last (.NET runs the synchronous continuation after queuing the asynchronous ones).
+//!    Otherwise — or with `RUN_CONTINUATIONS_ASYNCHRONOUSLY` — all are queued in
+//!    registration order. Either way, continuations start in registration order.
 //! 4. Unregistering (a dropped awaiter) removes its waiter under the lock; a waiter already
 //!    taken by a completion is simply not found.
 
@@ -146,13 +148,21 @@ impl<T> TaskCore<T> {
                 Waiter::Resume(continuation) => continuations.push(continuation),
             }
         }
+        let inline_first = !self.run_continuations_asynchronously
+            && continuations
+                .first()
+                .is_some_and(Continuation::would_run_inline_here);
         let mut continuations = continuations.into_iter();
-        let first = continuations.next();
+        let first = if inline_first {
+            continuations.next()
+        } else {
+            None
+        };
         for continuation in continuations {
             continuation.dispatch(false);
         }
         if let Some(first) = first {
-            first.dispatch(!self.run_continuations_asynchronously);
+            first.dispatch(true);
         }
     }
 }
