@@ -393,6 +393,9 @@ pub mod knobs {
         ReleaseBeforeReset = 256,
         /// Renting a pooled source checks and takes it in two steps (double rent).
         RacyRent = 512,
+        /// The deadlock proof counts a task queued on *any* context as stuck, so a wait
+        /// that needs nothing from the blocked context is reported (a false alarm).
+        OverEagerDeadlockProof = 1024,
     }
 
     // A plain OS thread-local on purpose: see the type's docs.
@@ -429,6 +432,7 @@ pub(crate) mod knobs {
         SkipTokenCheck,
         ReleaseBeforeReset,
         RacyRent,
+        OverEagerDeadlockProof,
     }
 
     #[inline(always)]

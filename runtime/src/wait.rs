@@ -32,6 +32,7 @@ use crate::context::Context;
 use crate::error::TaskError;
 use crate::raw_task::{RawTask, Run};
 use crate::single_thread::{SingleShared, WaitMode};
+use crate::sync::knobs::{self, Knob};
 use crate::sync::{self, Arc, Condvar, Mutex};
 use crate::task_core::{TaskCore, Waiter};
 
@@ -235,7 +236,9 @@ fn prove_deadlock<T>(
         let (run, awaiting) = current.blocking_view();
         chain.push(format!("task {}", current.id));
         match run {
-            Run::Scheduled(Some(queued_on)) if queued_on == single.id => {
+            Run::Scheduled(Some(queued_on))
+                if queued_on == single.id || knobs::on(Knob::OverEagerDeadlockProof) =>
+            {
                 return Some(WouldDeadlock {
                     context: format!("single-thread context '{}' ({})", single.name, single.id),
                     thread: sync::current_thread_name(),
