@@ -28,7 +28,7 @@ use crate::sync::Arc;
 use crate::task::{Task, TaskStatus};
 use crate::task_core::{TaskCore, Waiter};
 use crate::value_task_pool::PooledValueTaskSource;
-use crate::value_task_source::{ValueTaskSource, ValueTaskSourceError};
+use crate::value_task_source::{SourceErrorKind, ValueTaskSource, ValueTaskSourceError};
 
 /// A single-await result (.NET's `ValueTask<TResult>`); see the module docs.
 #[must_use = "a ValueTask does nothing unless awaited (or converted with as_task)"]
@@ -244,10 +244,12 @@ impl<T, S: ValueTaskSource<T>> Awaiter for ValueTaskAwaiter<T, S> {
                 token,
                 consumed,
             } => {
-                *consumed = true;
-                source
-                    .get_result(*token)
-                    .unwrap_or_else(|error| Err(TaskError::from_error(error)))
+                let outcome = source.get_result(*token);
+                // Asked too early, the handle still owns the operation (and must give it
+                // back if dropped); otherwise it is done with it.
+                *consumed =
+                    !matches!(&outcome, Err(e) if e.kind() == SourceErrorKind::NotCompleted);
+                outcome.unwrap_or_else(|error| Err(TaskError::from_error(error)))
             }
         }
     }
@@ -261,7 +263,7 @@ impl<T, S: ValueTaskSource<T>> Awaiter for ValueTaskAwaiter<T, S> {
 }
 
 fn not_completed() -> ValueTaskSourceError {
-    ValueTaskSourceError::new(crate::SourceErrorKind::NotCompleted)
+    ValueTaskSourceError::new(SourceErrorKind::NotCompleted)
 }
 
 impl<T, S: ValueTaskSource<T>> fmt::Debug for ValueTaskAwaiter<T, S> {

@@ -18,10 +18,15 @@
 //!    consumer dropped its value task, once the operation completes): the version is
 //!    bumped first, then `rented` is released. A token from an earlier rental is therefore
 //!    stale by the time anyone else can rent the slot, which defeats ABA.
-//! 3. A producer is bound to its rental's token: completing after the slot moved on is a
+//! 3. An operation has one consumer: the producer hands out its value task once; asking
+//!    again gives a value task already faulted with
+//!    [`SourceErrorKind::ConsumerAlreadyHandedOut`](crate::SourceErrorKind::ConsumerAlreadyHandedOut).
+//!    So whoever drops the one consumer handle really abandoned the operation.
+//! 4. A producer is bound to its rental's token: completing after the slot moved on is a
 //!    [`SourceErrorKind::StaleToken`](crate::SourceErrorKind::StaleToken) error. A producer
 //!    dropped without completing faults its operation as abandoned.
 
+use std::cell::Cell;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
@@ -153,6 +158,7 @@ pub struct ValueTaskProducer<T> {
     slot: Arc<Slot<T>>,
     token: u64,
     done: bool,
+    handed_out: Cell<bool>,
 }
 
 impl<T> ValueTaskProducer<T> {
@@ -162,6 +168,7 @@ impl<T> ValueTaskProducer<T> {
             slot,
             token,
             done: false,
+            handed_out: Cell::new(false),
         }
     }
 
@@ -170,9 +177,13 @@ impl<T> ValueTaskProducer<T> {
         self.token
     }
 
-    /// The consumer's value task for this operation (hand out one; a second await of the
-    /// same operation gets a typed error).
+    /// The consumer's value task for this operation (rule 3: the first call hands it out;
+    /// later calls give a value task faulted with `ConsumerAlreadyHandedOut`).
     pub fn value_task(&self) -> ValueTask<T> {
+        if self.handed_out.replace(true) {
+            let error = ValueTaskSourceError::new(SourceErrorKind::ConsumerAlreadyHandedOut);
+            return ValueTask::from_error(TaskError::from_error(error));
+        }
         ValueTask::from_source(
             PooledValueTaskSource {
                 slot: self.slot.clone(),

@@ -86,6 +86,8 @@ pub enum SourceErrorKind {
     AlreadyCompleted,
     /// The result was taken twice.
     ResultAlreadyTaken,
+    /// A pooled operation's value task was asked for twice: an operation has one consumer.
+    ConsumerAlreadyHandedOut,
 }
 
 impl ValueTaskSourceError {
@@ -119,6 +121,10 @@ impl fmt::Display for ValueTaskSourceError {
             SourceErrorKind::AlreadyCompleted => f.write_str(
                 "the value task's operation was already completed; complete each operation \
                  once, and reset the source before reusing it",
+            ),
+            SourceErrorKind::ConsumerAlreadyHandedOut => f.write_str(
+                "this pooled operation's ValueTask was already handed out; an operation has \
+                 one consumer (call preserve() or as_task() on that ValueTask to share it)",
             ),
             SourceErrorKind::ResultAlreadyTaken => f.write_str(
                 "the value task's result was already taken; a ValueTask may be awaited once \
