@@ -26,13 +26,13 @@
 //!    worker goes on to run the next task. No runtime knob breaks this (panics are caught
 //!    where the body is polled, with no switch to turn that off), so this model has no
 //!    broken twin.
-//! 4. **Sync-over-async on a one-worker pool** (`a_worker_blocked_in_wait_runs_posted_work`):
-//!    a pool task blocks (`.Result`) on a task that only a job posted to the same pool, from
-//!    outside and possibly after the wait began, can complete. With one worker that job can
-//!    only run if the blocked worker runs it while it waits (.NET inlines tasks into `Wait`
-//!    for the same reason), so the post must wake the waiting worker too. Broken twin: posts
-//!    that wake no worker leave it (or, in other interleavings, the sleeping worker before it
-//!    picked the task up) asleep for good.
+//! 4. **Sync-over-async on a one-worker pool** (`a_worker_blocked_in_wait_inlines_what_it_waits_for`):
+//!    a pool task blocks (`.Result`) on a task queued behind it on the same pool, whose
+//!    continuation is later posted back to the pool from outside, possibly after the wait
+//!    began. With one worker that task can only run if the blocked worker runs it inline
+//!    (.NET inlines a not-yet-started task into `Wait`, and grows its pool for the rest), so
+//!    the post must wake the waiting worker too. Broken twins: a wait that never inlines, and
+//!    posts that wake no worker, leave it waiting for good.
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
@@ -188,42 +188,58 @@ fn a_panic_faults_its_task_and_the_worker_survives() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 4. A worker blocked in wait runs the pool's posted work.
+// 4. A worker blocked in wait inlines the tasks it waits for.
 
-fn blocked_worker_helps_model() {
+fn blocked_worker_inlines_model() {
     let pool = ThreadPool::new(1);
     let gate = TaskCompletionSource::<u32>::new();
     let gate_task = gate.task();
-    // Sync over async on the pool's only worker: it blocks until the gate opens.
-    let blocked = pool.spawn(async move { Ok::<_, TaskError>(gate_task.wait()? + 1) });
-    // Only a job on the pool opens the gate; the only worker is (or will be) the one waiting.
-    pool.context()
-        .post(move || gate.set_result(1).expect("the only completer"))
-        .expect("the pool is running");
+    let on_pool = pool.context();
+    let blocked = pool.spawn(async move {
+        // Sync over async on the pool's only worker: `middle` is queued behind this very
+        // task, and once it suspends on the gate its continuation is posted back to the
+        // pool from outside (main opens the gate).
+        let middle = on_pool.spawn(async move { Ok::<_, TaskError>(gate_task.await? + 1) });
+        Ok::<_, TaskError>(middle.wait()? + 1)
+    });
+    gate.set_result(1).expect("the only completer");
     assert_eq!(
         blocked
             .wait()
-            .expect("the blocked worker ran the posted job"),
-        2
+            .expect("the blocked worker ran what it waits for inline"),
+        3
     );
     pool.shutdown();
 }
 
 #[test]
-fn a_worker_blocked_in_wait_runs_posted_work() {
+fn a_worker_blocked_in_wait_inlines_what_it_waits_for() {
     loom_model(
-        "loom_thread_pool::a_worker_blocked_in_wait_runs_posted_work",
-        blocked_worker_helps_model,
+        "loom_thread_pool::a_worker_blocked_in_wait_inlines_what_it_waits_for",
+        blocked_worker_inlines_model,
     );
 }
 
-/// Broken twin: posts wake no worker, helping or sleeping.
+/// Broken twin: a wait that never inlines leaves the only worker waiting for work queued
+/// behind itself.
+#[test]
+fn no_inlining_starves_a_blocked_worker() {
+    loom_expect_failure(
+        "loom_thread_pool::no_inlining_starves_a_blocked_worker",
+        "no_inlining_starves_a_blocked_worker",
+        "deadlock; threads",
+        || with_knob(Knob::NoInlineInWait, blocked_worker_inlines_model),
+    );
+}
+
+/// Broken twin: posts wake no worker, waiting or sleeping, so the continuation posted from
+/// outside while the worker waits is never looked at.
 #[test]
 fn skipped_wake_strands_a_blocked_worker() {
     loom_expect_failure(
         "loom_thread_pool::skipped_wake_strands_a_blocked_worker",
         "skipped_wake_strands_a_blocked_worker",
         "deadlock; threads",
-        || with_knob(Knob::PoolSkipWake, blocked_worker_helps_model),
+        || with_knob(Knob::PoolSkipWake, blocked_worker_inlines_model),
     );
 }

@@ -207,9 +207,7 @@ impl Continuation {
         }
         match self.capture {
             Some(context) if !(inline_allowed && context.is_current()) => {
-                let waker = self.waker;
-                let hop = Job::Callback(Box::new(move || waker.wake()));
-                if let Err(job) = context.post_job(hop) {
+                if let Err(job) = context.post_job(Job::Wake(self.waker)) {
                     // The captured context is gone: wake here rather than never.
                     job.run();
                 }
@@ -227,19 +225,22 @@ impl fmt::Debug for Continuation {
     }
 }
 
-/// Steps 1–2 of the await protocol; `Ready` once the awaiter is complete.
+/// Steps 1–2 of the await protocol; `Ready` once the awaiter is complete. `suspended` holds
+/// where the await asked to resume, once it has suspended.
 fn poll_completion<A: Awaiter>(
     awaiter: &mut A,
     options: ConfigureAwaitOptions,
-    suspended: &mut bool,
+    suspended: &mut Option<Resume>,
     cx: &mut PollContext<'_>,
 ) -> Poll<()> {
     let force_yield = options.contains(ConfigureAwaitOptions::FORCE_YIELDING);
-    if awaiter.is_completed() && (*suspended || !force_yield) {
+    if awaiter.is_completed() && (suspended.is_some() || !force_yield) {
         return Poll::Ready(());
     }
-    if *suspended {
-        // Woken before completion (a spurious or shared wake): the continuation stands.
+    if let Some(resume) = suspended {
+        // Polled again before completion (a spurious or shared wake): the continuation
+        // stands; tell the task again what it is waiting for (raw_task rule 4).
+        note_suspension(resume.clone(), awaiter);
         return Poll::Pending;
     }
     let capture = if options.contains(ConfigureAwaitOptions::CONTINUE_ON_CAPTURED_CONTEXT)
@@ -250,20 +251,13 @@ fn poll_completion<A: Awaiter>(
         None
     };
     let resume = capture.clone().map_or(Resume::Anywhere, Resume::On);
-    let dependency = awaiter.dependency().0;
-    let in_task = sync::with_current_task(|task| match task {
-        Some(task) => {
-            task.note_suspension(resume, dependency);
-            true
-        }
-        None => false,
-    });
+    let in_task = note_suspension(resume.clone(), awaiter);
     let continuation = Continuation {
         waker: cx.waker().clone(),
         capture,
         in_task,
     };
-    *suspended = true;
+    *suspended = Some(resume);
     if awaiter.is_completed() {
         // Only reachable with FORCE_YIELDING: yield through the scheduler.
         continuation.resume();
@@ -273,12 +267,25 @@ fn poll_completion<A: Awaiter>(
     Poll::Pending
 }
 
+/// Tells the spawned task being polled, if any, where to resume and what it waits for;
+/// whether a spawned task is being polled.
+fn note_suspension<A: Awaiter>(resume: Resume, awaiter: &A) -> bool {
+    let dependency = awaiter.dependency().0;
+    sync::with_current_task(|task| match task {
+        Some(task) => {
+            task.note_suspension(resume, dependency);
+            true
+        }
+        None => false,
+    })
+}
+
 /// A future awaiting an [`Awaiter`] with [`ConfigureAwaitOptions`].
 #[must_use = "futures do nothing unless awaited"]
 pub struct ConfiguredAwait<A> {
     awaiter: A,
     options: ConfigureAwaitOptions,
-    suspended: bool,
+    suspended: Option<Resume>,
 }
 
 impl<A: Awaiter> ConfiguredAwait<A> {
@@ -287,7 +294,7 @@ impl<A: Awaiter> ConfiguredAwait<A> {
         ConfiguredAwait {
             awaiter,
             options,
-            suspended: false,
+            suspended: None,
         }
     }
 
@@ -311,7 +318,7 @@ impl<A> fmt::Debug for ConfiguredAwait<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConfiguredAwait")
             .field("options", &self.options)
-            .field("suspended", &self.suspended)
+            .field("suspended", &self.suspended.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -15,6 +15,7 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::Location;
+use std::task::Waker;
 
 use crate::error::{SpawnError, TaskError};
 use crate::raw_task::RawTask;
@@ -54,6 +55,9 @@ pub(crate) enum Job {
     Task(Arc<RawTask>),
     /// A posted callback.
     Callback(Box<dyn FnOnce() + Send + 'static>),
+    /// A wake for an await polled by another executor, hopping to the context it
+    /// captured. Dropped unrun, it still wakes: the await must learn its task completed.
+    Wake(Waker),
 }
 
 impl Job {
@@ -62,6 +66,7 @@ impl Job {
     pub(crate) fn run(self) {
         match self {
             Job::Task(task) => RawTask::run_scheduled(&task),
+            Job::Wake(waker) => waker.wake(),
             Job::Callback(callback) => {
                 // A panicking posted callback has no task to fault; it is dropped here, as
                 // .NET's thread pool would crash instead. Report it on stderr.
@@ -82,11 +87,13 @@ impl Job {
     /// Drops the job without running it because `context` refused it: a task is faulted
     /// as abandoned, so whoever awaits it learns why instead of hanging.
     pub(crate) fn abandon(self, context: &str) {
-        if let Job::Task(task) = self {
-            task.abandon(format!(
+        match self {
+            Job::Task(task) => task.abandon(format!(
                 "{context} was shut down before the task could run; keep the context alive \
                  until the work it was given has finished"
-            ));
+            )),
+            Job::Wake(waker) => waker.wake(),
+            Job::Callback(_) => {}
         }
     }
 }

@@ -24,10 +24,17 @@
 //!    body asked for (`configure_await(false)` asks for *anywhere*). A wake may run the body
 //!    inline only when the completing side grants it (the first continuation of a task,
 //!    see `task_core`) and the calling thread already is on the resume target.
-//! 4. `awaiting` names the task the body is suspended on, when it is a spawned task. A
-//!    blocked wait follows these links to prove a deadlock (see `wait.rs`).
+//! 4. While the body is suspended, `awaiting` lists the spawned tasks its pending awaits
+//!    wait for, and `awaits_unknown` says whether some pending await waits for something
+//!    else (a completion source, a custom awaitable). Every poll starts both afresh, and
+//!    every pending await notes itself again. A blocked wait follows these links to run
+//!    what it waits for inline, or to prove a deadlock (see `wait.rs`). Awaits outside
+//!    the awaiter contract (plain Rust futures) leave no link: the proof cannot see them.
 //! 5. A body dropped before it finished (its context refused it, or nothing can wake it
 //!    any more) faults its task as *abandoned*: nothing awaiting it hangs.
+//! 6. `started` is set by the first poll: a wait may inline a task that has never run,
+//!    as .NET inlines a task that has not started, but never a queued continuation on a
+//!    single-thread context.
 
 use std::fmt;
 use std::future::Future;
@@ -55,7 +62,43 @@ pub(crate) struct RawTask {
 struct RawState {
     run: Run,
     resume: Resume,
-    awaiting: Option<Arc<RawTask>>,
+    awaiting: Dependencies,
+    awaits_unknown: bool,
+    started: bool,
+}
+
+/// The spawned tasks a suspended body waits for: one (the common case) without allocating.
+#[derive(Default)]
+struct Dependencies {
+    first: Option<Arc<RawTask>>,
+    more: Vec<Arc<RawTask>>,
+}
+
+impl Dependencies {
+    fn push(&mut self, task: Arc<RawTask>) {
+        if self.first.is_none() {
+            self.first = Some(task);
+        } else {
+            self.more.push(task);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.more.clear();
+    }
+
+    fn to_vec(&self) -> Vec<Arc<RawTask>> {
+        self.first.iter().chain(&self.more).cloned().collect()
+    }
+}
+
+/// What a blocked wait sees of a task (rules 4 and 6).
+pub(crate) struct BlockingView {
+    pub(crate) run: Run,
+    pub(crate) awaiting: Vec<Arc<RawTask>>,
+    pub(crate) awaits_unknown: bool,
+    pub(crate) started: bool,
 }
 
 /// Where a task is in its life (see the module docs).
@@ -118,7 +161,9 @@ impl RawTask {
             state: Mutex::new(RawState {
                 run: Run::Idle,
                 resume: Resume::Anywhere,
-                awaiting: None,
+                awaiting: Dependencies::default(),
+                awaits_unknown: false,
+                started: false,
             }),
             body: Mutex::new(Some(Box::pin(Body {
                 future,
@@ -176,7 +221,9 @@ impl RawTask {
         {
             let mut state = this.state.lock();
             state.resume = Resume::capture_current();
-            state.awaiting = None;
+            state.awaiting.clear();
+            state.awaits_unknown = false;
+            state.started = true;
         }
         let previous = sync::swap_current_task(Some(this.clone()));
         let finished = {
@@ -203,7 +250,7 @@ impl RawTask {
         let mut state = this.state.lock();
         if finished {
             state.run = Run::Done;
-            state.awaiting = None;
+            state.awaiting.clear();
             return;
         }
         match state.run {
@@ -258,18 +305,26 @@ impl RawTask {
         }
     }
 
-    /// Records how the body is suspending (rules 3 and 4); called by an awaiter from
+    /// Records one pending await of the body (rules 3 and 4); called by an awaiter from
     /// inside this task's poll.
     pub(crate) fn note_suspension(&self, resume: Resume, awaiting: Option<Arc<RawTask>>) {
         let mut state = self.state.lock();
         state.resume = resume;
-        state.awaiting = awaiting;
+        match awaiting {
+            Some(task) => state.awaiting.push(task),
+            None => state.awaits_unknown = true,
+        }
     }
 
-    /// The state and the awaited task, for the deadlock walk.
-    pub(crate) fn blocking_view(&self) -> (Run, Option<Arc<RawTask>>) {
+    /// What a blocked wait sees of this task.
+    pub(crate) fn blocking_view(&self) -> BlockingView {
         let state = self.state.lock();
-        (state.run, state.awaiting.clone())
+        BlockingView {
+            run: state.run,
+            awaiting: state.awaiting.to_vec(),
+            awaits_unknown: state.awaits_unknown,
+            started: state.started,
+        }
     }
 
     /// Drops the body without finishing it (rule 5).
@@ -277,7 +332,7 @@ impl RawTask {
         {
             let mut state = self.state.lock();
             state.run = Run::Done;
-            state.awaiting = None;
+            state.awaiting.clear();
         }
         let body = self.body.lock().take();
         if let Some(mut body) = body {

@@ -71,6 +71,8 @@ struct SingleState {
     owner: Option<(ThreadId, String)>,
     /// The owner's blocking wait in progress, woken by every post so it can look again.
     blocked: Option<Arc<WaitSignal>>,
+    /// The pump should look at its stop condition again (see [`SingleShared::kick`]).
+    kicked: bool,
 }
 
 impl SingleThreadContextBuilder {
@@ -122,6 +124,7 @@ impl SingleThreadContextBuilder {
                 shutdown: false,
                 owner: None,
                 blocked: None,
+                kicked: false,
             }),
             work: Condvar::new(),
         })
@@ -197,11 +200,7 @@ impl SingleThreadContext {
         let task = self.spawn(future);
         if self.shared.check_owner().is_ok() {
             let wake_pump = self.shared.clone();
-            let wake = Waiter::Callback(Box::new(move || {
-                // Any job wakes the pump so it sees the task complete; after shutdown
-                // there is nothing to wake.
-                let _ = wake_pump.post(Job::Callback(Box::new(|| {})));
-            }));
+            let wake = Waiter::Callback(Box::new(move || wake_pump.kick()));
             if task.core.register(wake).is_ok() {
                 SingleShared::pump(&self.shared, Some(&|| task.is_completed()));
             }
@@ -269,6 +268,12 @@ impl SingleShared {
         Ok(())
     }
 
+    /// Wakes a pump blocked for want of work to look at its stop condition again.
+    fn kick(&self) {
+        self.state.lock().kicked = true;
+        self.work.notify_all();
+    }
+
     /// Whether the calling thread owns (and so alone runs) this context.
     pub(crate) fn is_owned_by_current_thread(&self) -> bool {
         self.check_owner().is_ok()
@@ -315,18 +320,18 @@ impl SingleShared {
                     if let Some(job) = state.queue.pop_front() {
                         break Some(job);
                     }
-                    if until.is_none() || state.shutdown {
+                    if std::mem::take(&mut state.kicked) {
                         break None;
+                    }
+                    if until.is_none() || state.shutdown {
+                        return ran;
                     }
                     state = this.work.wait(state);
                 }
             };
-            match job {
-                Some(job) => {
-                    job.run();
-                    ran += 1;
-                }
-                None => return ran,
+            if let Some(job) = job {
+                job.run();
+                ran += 1;
             }
         }
     }

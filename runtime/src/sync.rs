@@ -396,6 +396,8 @@ pub mod knobs {
         /// The deadlock proof counts a task queued on *any* context as stuck, so a wait
         /// that needs nothing from the blocked context is reported (a false alarm).
         OverEagerDeadlockProof = 1024,
+        /// A blocked wait never runs inline the queued tasks it depends on.
+        NoInlineInWait = 2048,
     }
 
     // A plain OS thread-local on purpose: see the type's docs.
@@ -433,6 +435,7 @@ pub(crate) mod knobs {
         ReleaseBeforeReset,
         RacyRent,
         OverEagerDeadlockProof,
+        NoInlineInWait,
     }
 
     #[inline(always)]

@@ -10,8 +10,8 @@
 //!    is handed back and the caller resumes it itself. So every waiter registered is taken
 //!    by exactly one completion, and none is lost.
 //! 3. The winner takes all waiters out under the lock and runs them after unlocking, so
-//!    waiters never run under a task lock. Order: internal callbacks (wake blocked
-//!    waits) first. Then, if the first continuation can run inline on the completing
+//!    waiters never run under a task lock, in registration order: internal callbacks (wake
+//!    blocked waits) run as they come. If the first continuation can run inline on the completing
 //!    thread (it is on the context that continuation captured, or it captured nothing),
 //!    every other continuation is queued in registration order and the first runs inline
 //!    last (.NET runs the synchronous continuation after queuing the asynchronous ones).
@@ -141,25 +141,25 @@ impl<T> TaskCore<T> {
 
     /// Rule 3.
     fn run_waiters(&self, waiters: Vec<(u64, Waiter)>) {
-        let mut continuations = Vec::new();
+        // Decide first whether the first continuation may run inline, then walk the list
+        // once (no second list: completing a task allocates nothing).
+        let inline_first = !self.run_continuations_asynchronously
+            && waiters
+                .iter()
+                .find_map(|(_, waiter)| match waiter {
+                    Waiter::Resume(continuation) => Some(continuation),
+                    Waiter::Callback(_) => None,
+                })
+                .is_some_and(Continuation::would_run_inline_here);
+        let mut first = None;
         for (_, waiter) in waiters {
             match waiter {
                 Waiter::Callback(callback) => callback(),
-                Waiter::Resume(continuation) => continuations.push(continuation),
+                Waiter::Resume(continuation) if inline_first && first.is_none() => {
+                    first = Some(continuation);
+                }
+                Waiter::Resume(continuation) => continuation.dispatch(false),
             }
-        }
-        let inline_first = !self.run_continuations_asynchronously
-            && continuations
-                .first()
-                .is_some_and(Continuation::would_run_inline_here);
-        let mut continuations = continuations.into_iter();
-        let first = if inline_first {
-            continuations.next()
-        } else {
-            None
-        };
-        for continuation in continuations {
-            continuation.dispatch(false);
         }
         if let Some(first) = first {
             first.dispatch(true);

@@ -23,9 +23,10 @@
 //!
 //! # Blocking on a worker
 //!
-//! A worker blocked in [`Task::wait`] runs the pool's queued work while it waits (as .NET
-//! inlines tasks into `Wait`), so sync-over-async on the pool cannot starve it of the very
-//! work it waits for. Every post wakes such a helping worker as well as a sleeping one.
+//! A worker blocked in [`Task::wait`] runs inline the queued tasks that the awaited task
+//! depends on (see `wait.rs`), so sync-over-async on the pool cannot starve it of the very
+//! work it waits for. Every post wakes such a waiting worker, as well as a sleeping one, to
+//! look again.
 //!
 //! A panic in a task becomes that task's fault; a worker thread never dies.
 
@@ -62,7 +63,7 @@ pub(crate) struct PoolShared {
 struct SleepState {
     sleepers: usize,
     shutdown: bool,
-    /// Workers blocked in a wait, helping: each is woken by every post.
+    /// Workers blocked in a wait: each is woken by every post.
     helpers: Vec<Arc<WaitSignal>>,
 }
 
@@ -222,25 +223,19 @@ impl PoolShared {
         sync::set_worker_slot(None);
     }
 
-    /// On worker `index`, runs the pool's jobs until `done()` holds, sleeping on `signal`
-    /// (notified by every post, and by whatever `done` waits for) when there are none.
-    pub(crate) fn help_until(
-        &self,
-        index: usize,
-        signal: &Arc<WaitSignal>,
-        done: &dyn Fn() -> bool,
-    ) {
-        self.sleep.lock().helpers.push(signal.clone());
-        while !done() {
-            match self.find_job(index) {
-                Some(job) => job.run(),
-                None => signal.wait(),
-            }
+    /// Whether the calling thread is one of this pool's workers.
+    pub(crate) fn is_worked_by_current_thread(&self) -> bool {
+        sync::worker_index(self.id.0).is_some()
+    }
+
+    /// A worker blocked in a wait: every post notifies `signal` until the guard drops, so
+    /// the wait can look again for work it may inline (see `wait.rs`).
+    pub(crate) fn watch(this: &Arc<Self>, signal: Arc<WaitSignal>) -> PoolWatch {
+        this.sleep.lock().helpers.push(signal.clone());
+        PoolWatch {
+            pool: this.clone(),
+            signal,
         }
-        self.sleep
-            .lock()
-            .helpers
-            .retain(|helper| !Arc::ptr_eq(helper, signal));
     }
 
     fn find_job(&self, index: usize) -> Option<Job> {
@@ -274,5 +269,22 @@ impl PoolShared {
 
     fn has_work(&self) -> bool {
         !self.injector.is_empty() || self.stealers.iter().any(|stealer| !stealer.is_empty())
+    }
+}
+
+/// Ends a waiting worker's watch (see [`PoolShared::watch`]).
+pub(crate) struct PoolWatch {
+    pool: Arc<PoolShared>,
+    signal: Arc<WaitSignal>,
+}
+
+impl Drop for PoolWatch {
+    fn drop(&mut self) {
+        let signal = &self.signal;
+        self.pool
+            .sleep
+            .lock()
+            .helpers
+            .retain(|watcher| !Arc::ptr_eq(watcher, signal));
     }
 }

@@ -29,3 +29,4 @@ mod shared_task;
 mod shutdown;
 mod task_run_layering;
 mod ui_deadlock;
+mod wait_inlining;
