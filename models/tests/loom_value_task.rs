@@ -76,30 +76,13 @@ use loom::sync::{Arc, Notify};
 use loom::thread;
 use taskcheck::knobs::{with_knob, Knob};
 use taskcheck::{
-    Continuation, ManualResetValueTaskSourceCore, Refused, SourceErrorKind, TaskCompletionSource,
-    TaskError, TaskStatus, ValueTask, ValueTaskSource, ValueTaskSourceError, ValueTaskSourcePool,
+    ManualResetValueTaskSourceCore, SourceErrorKind, TaskCompletionSource, TaskError, ValueTask,
+    ValueTaskSource, ValueTaskSourceError, ValueTaskSourcePool,
 };
 use taskcheck_models::{loom_expect_failure, loom_model};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-/// A consumer's handle to a shared manual-reset core.
-struct SharedCore<T>(Arc<ManualResetValueTaskSourceCore<T>>);
-
-impl<T> ValueTaskSource<T> for SharedCore<T> {
-    fn status(&self, token: u64) -> Result<TaskStatus, ValueTaskSourceError> {
-        self.0.status(token)
-    }
-
-    fn on_completed(&self, token: u64, continuation: Continuation) -> Result<(), Refused> {
-        self.0.on_completed(token, continuation)
-    }
-
-    fn get_result(&self, token: u64) -> Result<Result<T, TaskError>, ValueTaskSourceError> {
-        self.0.get_result(token)
-    }
-}
 
 /// A waker that counts its wakes and unparks the driver.
 struct CountingWaker {
@@ -209,9 +192,7 @@ fn completion_races_registration_on_a_core() {
                 let core = core.clone();
                 thread::spawn(move || core.set_result(7).expect("the one completion"))
             };
-            let awaited = await_counting(
-                ValueTask::from_source(SharedCore(core.clone()), token).into_future(),
-            );
+            let awaited = await_counting(ValueTask::from_source(core.clone(), token).into_future());
             producer.join().unwrap();
             assert_one_resume(&awaited);
             assert_eq!(awaited.outcome.unwrap(), 7, "the value is delivered");
@@ -516,8 +497,8 @@ fn stale_consumer() {
     let core = Arc::new(ManualResetValueTaskSourceCore::<u32>::new());
     let first_token = core.version();
     core.set_result(1).unwrap();
-    let consumer = ValueTask::from_source(SharedCore(core.clone()), first_token);
-    let stale = ValueTask::from_source(SharedCore(core.clone()), first_token);
+    let consumer = ValueTask::from_source(core.clone(), first_token);
+    let stale = ValueTask::from_source(core.clone(), first_token);
     assert_eq!(await_counting(consumer.into_future()).outcome.unwrap(), 1);
 
     let other = {
@@ -525,7 +506,7 @@ fn stale_consumer() {
         thread::spawn(move || {
             let second_token = core.reset();
             core.set_result(2).unwrap();
-            let second_task = ValueTask::from_source(SharedCore(core), second_token);
+            let second_task = ValueTask::from_source(core, second_token);
             match await_counting(second_task.into_future()).outcome {
                 Ok(value) => assert_eq!(value, 2),
                 Err(error) => panic!(

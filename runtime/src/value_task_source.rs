@@ -29,7 +29,7 @@ use std::fmt;
 use crate::awaiter::Continuation;
 use crate::error::TaskError;
 use crate::sync::knobs::{self, Knob};
-use crate::sync::Mutex;
+use crate::sync::{Arc, Mutex};
 use crate::task::TaskStatus;
 
 /// What a value-task source does (.NET's `IValueTaskSource<T>`). Every call names the
@@ -49,6 +49,26 @@ pub trait ValueTaskSource<T> {
     /// can recycle itself once the operation completes. The default does nothing.
     fn on_abandoned(&self, token: u64) {
         let _ = token;
+    }
+}
+
+/// A shared source is a source: `Arc<ManualResetValueTaskSourceCore<T>>` (or any shared
+/// source) can back value tasks directly, with the producer keeping its own `Arc`.
+impl<T, S: ValueTaskSource<T> + ?Sized> ValueTaskSource<T> for Arc<S> {
+    fn status(&self, token: u64) -> Result<TaskStatus, ValueTaskSourceError> {
+        (**self).status(token)
+    }
+
+    fn on_completed(&self, token: u64, continuation: Continuation) -> Result<(), Refused> {
+        (**self).on_completed(token, continuation)
+    }
+
+    fn get_result(&self, token: u64) -> Result<Result<T, TaskError>, ValueTaskSourceError> {
+        (**self).get_result(token)
+    }
+
+    fn on_abandoned(&self, token: u64) {
+        (**self).on_abandoned(token);
     }
 }
 

@@ -9,9 +9,9 @@
 //! resumed exactly once" reads as: the count was 2 while suspended, the task was woken,
 //! and the count is back to 1 (nothing is left that could wake it again).
 //!
-//! A source shared between a producer and a consumer needs a handle the consumer can own:
-//! [`SharedCore`] wraps an `Arc<ManualResetValueTaskSourceCore<T>>` and implements
-//! [`ValueTaskSource`] by delegating, as a user's own source type would.
+//! A source shared between a producer and a consumer is an
+//! `Arc<ManualResetValueTaskSourceCore<T>>`: the runtime implements [`ValueTaskSource`] for
+//! any `Arc` of a source.
 //!
 //! Rules that cannot be reached through the public API are tested as far as they can be,
 //! and the test says why (see `reset_bumps_*` and `stale_producer_*`).
@@ -37,31 +37,16 @@ use tokio_test::{assert_pending, assert_ready};
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-/// A consumer's handle to a shared manual-reset core.
-struct SharedCore<T>(Arc<ManualResetValueTaskSourceCore<T>>);
-
-impl<T> ValueTaskSource<T> for SharedCore<T> {
-    fn status(&self, token: u64) -> Result<TaskStatus, ValueTaskSourceError> {
-        self.0.status(token)
-    }
-
-    fn on_completed(&self, token: u64, continuation: Continuation) -> Result<(), Refused> {
-        self.0.on_completed(token, continuation)
-    }
-
-    fn get_result(&self, token: u64) -> Result<Result<T, TaskError>, ValueTaskSourceError> {
-        self.0.get_result(token)
-    }
-}
-
 /// A fresh shared core.
 fn new_core<T>() -> Arc<ManualResetValueTaskSourceCore<T>> {
     Arc::new(ManualResetValueTaskSourceCore::new())
 }
 
 /// A value task over the core's current operation.
-fn value_task<T>(core: &Arc<ManualResetValueTaskSourceCore<T>>) -> ValueTask<T, SharedCore<T>> {
-    ValueTask::from_source(SharedCore(core.clone()), core.version())
+fn value_task<T>(
+    core: &Arc<ManualResetValueTaskSourceCore<T>>,
+) -> ValueTask<T, Arc<ManualResetValueTaskSourceCore<T>>> {
+    ValueTask::from_source(core.clone(), core.version())
 }
 
 /// A source whose operation completes *while* its continuation is being registered: the
@@ -293,7 +278,7 @@ fn a_stale_token_is_refused_with_a_helpful_message() {
     }
     let token = core.version();
     assert_eq!(token, 7);
-    let stale = ValueTask::from_source(SharedCore(core.clone()), token);
+    let stale = ValueTask::from_source(core.clone(), token);
     core.set_result(70).unwrap();
     assert_eq!(core.reset(), 8);
     core.set_result(80).unwrap();
