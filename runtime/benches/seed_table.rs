@@ -13,7 +13,9 @@
 //! (setup such as building a runtime happens once, outside). Each routine is calibrated to
 //! a sample of about [`SAMPLE`]; then [`ROUNDS`] rounds each take one sample of every row,
 //! round-robin, so drift on the machine hits all rows alike and ratios stay fair. ns/op is
-//! the median sample.
+//! the median sample, timed by the bench thread's CPU time for rows whose work all runs on
+//! it (so other processes on a shared 2-core machine do not inflate them) and by the wall
+//! clock for the pool rows; both are printed.
 //!
 //! Allocations are counted by a global allocator that counts every thread (a pool's
 //! workers included), switched on only for a separate counting pass so it never touches
@@ -53,9 +55,9 @@ mod imp {
     };
 
     /// The time one sample should take.
-    const SAMPLE: Duration = Duration::from_millis(12);
+    const SAMPLE: Duration = Duration::from_millis(20);
     /// Samples per row.
-    const ROUNDS: usize = 31;
+    const ROUNDS: usize = 41;
     /// The command that regenerates BENCHMARKS.md (printed into it).
     const COMMAND: &str = "cargo bench -p taskcheck --bench seed_table -- --write";
 
@@ -425,7 +427,7 @@ mod imp {
             table.add(
                 tc_keys[yields as usize],
                 YIELD,
-                format!("taskcheck `spawn` {label}"),
+                format!("taskcheck: {label}"),
                 move |n| {
                     let watch = Stopwatch::start();
                     let sum = stc.block_on(async move {
@@ -1066,6 +1068,51 @@ mod imp {
         load_after: String,
     }
 
+    /// This run's comparator figures beside the reference figures DESIGN.md quotes, to show
+    /// how this machine compares with the one they came from.
+    fn references(table: &Table) -> String {
+        let row = |key: &str| {
+            table.get(key).map_or_else(
+                || "not run".to_owned(),
+                |row| {
+                    format!(
+                        "{:.0} ns, {:.2} allocs of {:.0} B",
+                        row.median(),
+                        row.allocs,
+                        row.bytes / row.allocs.max(1.0)
+                    )
+                },
+            )
+        };
+        format!(
+            "\nDESIGN.md's reference figures beside this run's: async-task spawn+run+join \
+             ≈ 42 ns, 1 allocation of 56 B (here {}); tokio current_thread spawn+await \
+             200–400 ns, 1 allocation of 128 B (here {}); wake+poll ≈ 21 ns for async-task \
+             (here {}) and 34–43 ns for tokio (here {}).\n",
+            row("at_spawn_run_join"),
+            row("tokio_spawn_await"),
+            row("at_wake_poll"),
+            row("tokio_wake_poll"),
+        )
+    }
+
+    /// The commit the bench was built from, and whether the runtime's sources (`src/`)
+    /// differ from it.
+    fn git_commit() -> String {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let Some(commit) = command_output("git", &["-C", dir, "rev-parse", "--short", "HEAD"])
+        else {
+            return "unknown (not a git checkout)".to_owned();
+        };
+        let dirty = command_output("git", &["-C", dir, "status", "--porcelain", "--", "src"])
+            .is_some_and(|status| !status.is_empty());
+        if dirty {
+            format!("`{commit}` plus uncommitted changes under runtime/src")
+        } else {
+            format!("`{commit}`")
+        }
+    }
+
     fn document(table: &Table, targets: &[Target], run: &RunInfo) -> String {
         let nproc = std::thread::available_parallelism().map_or(0, usize::from);
         let rustc = command_output("rustc", &["--version"]).unwrap_or_else(|| "rustc ?".into());
@@ -1078,6 +1125,7 @@ mod imp {
              (without `--write` it only prints the table).\n\n\
              - Machine: {nproc} CPUs (`nproc`), {cpu}\n\
              - Toolchain: {rustc}, `--release` (the bench profile)\n\
+             - Source: taskcheck at commit {commit}\n\
              - Date: {date}\n\
              - Compared: tokio {tokio}, async-task {at}, async-executor {ae} (futures-lite {fl} \
              drives async-executor)\n\
@@ -1090,16 +1138,19 @@ mod imp {
             ae = locked_version("async-executor"),
             fl = locked_version("futures-lite"),
             secs = run.total.as_secs_f64(),
+            commit = git_commit(),
             before = run.load_before,
             after = run.load_after,
         );
         out.push_str("## Targets (DESIGN.md, \"Performance\")\n\n");
         out.push_str(&render_targets(targets));
+        out.push_str(&references(table));
         out.push_str("\n## Table\n\n");
         out.push_str(&render(table));
-        out.push_str(
+        let _ = write!(
+            out,
             "\n## How to read it\n\n\
-             - **ns/op** is the median of 31 samples of about 12 ms each, taken round-robin \
+             - **ns/op** is the median of {ROUNDS} samples of about {sample_ms} ms each, taken round-robin \
              across all rows so drift hits every row alike; **±** is half the p10–p90 range of \
              those samples, relative to the median. Rows whose work all runs on the bench \
              thread (every row but the pool rows) are timed by that thread's CPU time \
@@ -1114,7 +1165,7 @@ mod imp {
              growth) cancel out.\n\
              - **comparison** divides this row's ns/op by the named row's: below 1 is faster.\n\
              - The .NET seed's rows map as: `Task.FromResult` → `Task::from_result`; an async \
-             method completing synchronously → `start(async { Ok(1) })`; awaiting \
+             method completing synchronously → `start(async {{ Ok(1) }})`; awaiting \
              `Task.Yield()` → awaiting an already-completed task with \
              `ConfigureAwaitOptions::FORCE_YIELDING` (suspend, queue to the captured context, \
              resume); the `ValueTask` variants → `ValueTask::from_result` and \
@@ -1125,6 +1176,7 @@ mod imp {
              - The async-task rows drive `Runnable`s from a thread-local `VecDeque`, as \
              async-task's examples do; the wake + poll rows run a future that wakes itself \
              n times.\n",
+            sample_ms = SAMPLE.as_millis(),
         );
         out
     }
