@@ -73,6 +73,8 @@ struct SingleState {
     blocked: Option<Arc<WaitSignal>>,
     /// The pump should look at its stop condition again (see [`SingleShared::kick`]).
     kicked: bool,
+    /// The pump is asleep on `work`, waiting for a job or a kick.
+    idle: bool,
 }
 
 impl SingleThreadContextBuilder {
@@ -125,6 +127,7 @@ impl SingleThreadContextBuilder {
                 owner: None,
                 blocked: None,
                 kicked: false,
+                idle: false,
             }),
             work: Condvar::new(),
         })
@@ -264,14 +267,21 @@ impl SingleShared {
         {
             blocked.notify();
         }
-        self.work.notify_one();
+        // Only a pump asleep on the condvar needs waking (it set `idle` under this lock);
+        // a notify with no waiter still costs a system call.
+        if state.idle {
+            self.work.notify_one();
+        }
         Ok(())
     }
 
     /// Wakes a pump blocked for want of work to look at its stop condition again.
     fn kick(&self) {
-        self.state.lock().kicked = true;
-        self.work.notify_all();
+        let mut state = self.state.lock();
+        state.kicked = true;
+        if state.idle {
+            self.work.notify_all();
+        }
     }
 
     /// Whether the calling thread owns (and so alone runs) this context.
@@ -326,7 +336,9 @@ impl SingleShared {
                     if until.is_none() || state.shutdown {
                         return ran;
                     }
+                    state.idle = true;
                     state = this.work.wait(state);
+                    state.idle = false;
                 }
             };
             if let Some(job) = job {
