@@ -75,15 +75,36 @@
 //! assert_eq!(value, 8);
 //! ```
 //!
+//! A [`ValueTask`] costs nothing when its result is already there, and nothing in steady
+//! state when it comes from a pooled source; `.await` consumes it, so awaiting one twice
+//! does not compile:
+//!
+//! ```
+//! use taskcheck::{SingleThreadContext, TaskError, ValueTask, ValueTaskSourcePool};
+//!
+//! let ui = SingleThreadContext::new("ui");
+//! let sources = ValueTaskSourcePool::<u32>::new(4);
+//! let total = ui.block_on(async move {
+//!     let ready: ValueTask<u32> = ValueTask::from_result(1);
+//!     let producer = sources.rent(); // an operation that will complete later
+//!     let pending = producer.value_task();
+//!     producer.set_result(2)?;
+//!     Ok::<_, TaskError>(ready.await? + pending.await?)
+//! });
+//! assert_eq!(total.unwrap(), 3);
+//! ```
+//!
 //! # Where things live
 //!
 //! | module | what |
 //! |---|---|
 //! | `task`, `task_core`, `completion_source` | [`Task`], its shared completion core, [`TaskCompletionSource`] |
+//! | `task_cache` | the completed-task cache behind [`Task::from_result`] |
+//! | `value_task`, `value_task_source`, `value_task_pool` | [`ValueTask`], the source contract and its reusable core, the source pool |
 //! | `raw_task` | a spawned future's scheduling state machine |
 //! | `awaiter` | the awaiter contract ([`Awaitable`], [`Awaiter`]) and `configure_await` |
 //! | `context`, `thread_pool`, `single_thread` | [`Context`], [`ThreadPool`], [`SingleThreadContext`] |
-//! | `wait` | blocking waits and the deadlock proof |
+//! | `wait` | blocking waits: inlining what they depend on, and the deadlock proof |
 //! | `sync` | the std / loom / shuttle facade: the only file that names a primitive |
 //!
 //! # Lazy and eager starts
