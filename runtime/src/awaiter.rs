@@ -209,7 +209,7 @@ impl Continuation {
             Some(context) if !(inline_allowed && context.is_current()) => {
                 if let Err(job) = context.post_job(Job::Wake(self.waker)) {
                     // The captured context is gone: wake here rather than never.
-                    job.run();
+                    let _ = job.run();
                 }
             }
             _ => self.waker.wake(),

@@ -63,25 +63,16 @@ pub(crate) enum Job {
 impl Job {
     /// Runs the job on the calling thread. Panics in callbacks are caught: a worker thread
     /// never dies (task bodies catch their own panics and fault their task).
-    pub(crate) fn run(self) {
+    /// Returns whether it did anything (a task job whose task already ran inline does not).
+    pub(crate) fn run(self) -> bool {
         match self {
-            Job::Task(task) => RawTask::run_scheduled(&task),
-            Job::Wake(waker) => waker.wake(),
-            Job::Callback(callback) => {
-                // A panicking posted callback has no task to fault; it is dropped here, as
-                // .NET's thread pool would crash instead. Report it on stderr.
-                if let Err(payload) =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback))
-                {
-                    let message = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    eprintln!("taskcheck: a posted callback panicked: {message}");
-                }
-            }
+            Job::Task(task) => return RawTask::run_scheduled(&task),
+            Job::Wake(waker) => contain_panic("another executor's waker", || waker.wake()),
+            // A panicking posted callback has no task to fault: it is reported, where .NET's
+            // thread pool would crash the process.
+            Job::Callback(callback) => contain_panic("a posted callback", callback),
         }
+        true
     }
 
     /// Drops the job without running it because `context` refused it: a task is faulted
@@ -89,12 +80,25 @@ impl Job {
     pub(crate) fn abandon(self, context: &str) {
         match self {
             Job::Task(task) => task.abandon(format!(
-                "{context} was shut down before the task could run; keep the context alive \
-                 until the work it was given has finished"
+                "{context} was shut down before the task's next step could run; keep the \
+                 context alive until the work it was given has finished"
             )),
-            Job::Wake(waker) => waker.wake(),
+            Job::Wake(waker) => contain_panic("another executor's waker", || waker.wake()),
             Job::Callback(_) => {}
         }
+    }
+}
+
+/// Runs `f`, reporting a panic on stderr instead of unwinding into a runtime thread (a
+/// worker or a pump never dies).
+pub(crate) fn contain_panic(what: &str, f: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!("taskcheck: {what} panicked ({message}); the runtime thread carries on");
     }
 }
 
@@ -185,7 +189,7 @@ impl Context {
 
     pub(crate) fn spawn_error(&self) -> SpawnError {
         SpawnError {
-            context: self.describe(),
+            context: Some(self.describe()),
         }
     }
 

@@ -263,17 +263,23 @@ impl Error for CompletionError {}
 /// because there is no default pool).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpawnError {
-    pub(crate) context: String,
+    /// The context that refused, or `None` for the missing default pool of a model build.
+    pub(crate) context: Option<String>,
 }
 
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot spawn onto {}: it has been shut down; spawn onto a running pool or \
-             context, or keep this one alive until its work is queued",
-            self.context
-        )
+        match &self.context {
+            Some(context) => write!(
+                f,
+                "cannot spawn onto {context}: it has been shut down; spawn onto a running \
+                 pool or context, or keep this one alive until its work is queued"
+            ),
+            None => f.write_str(
+                "cannot spawn onto the default pool: model builds (--cfg loom / --cfg \
+                 shuttle) have none; spawn onto an explicit ThreadPool instead",
+            ),
+        }
     }
 }
 

@@ -30,11 +30,17 @@
 //!    every pending await notes itself again. A blocked wait follows these links to run
 //!    what it waits for inline, or to prove a deadlock (see `wait.rs`). Awaits outside
 //!    the awaiter contract (plain Rust futures) leave no link: the proof cannot see them.
-//! 5. A body dropped before it finished (its context refused it, or nothing can wake it
-//!    any more) faults its task as *abandoned*: nothing awaiting it hangs.
+//! 5. A body dropped before it finished faults its task as *abandoned*, so nothing awaiting
+//!    it hangs: when its context refuses or drops it, or when the last reference to the
+//!    raw task goes (the waker of everything it awaited was dropped, and every `Task`
+//!    handle too — a handle keeps the raw task, for the deadlock proof, and loom has no
+//!    `Weak` to avoid that).
 //! 6. `started` is set by the first poll: a wait may inline a task that has never run,
 //!    as .NET inlines a task that has not started, but never a queued continuation on a
 //!    single-thread context.
+//! 7. A blocked wait that depends on a task *watches* it: every change of `run` wakes the
+//!    wait to look at the graph again (a task suspending on another thread can make a
+//!    deadlock certain, or a task inlinable, without posting anything).
 
 use std::fmt;
 use std::future::Future;
@@ -42,12 +48,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::pin::Pin;
 use std::task::{Context as PollContext, Poll, RawWaker, RawWakerVTable, Waker};
 
-use crate::context::{Context, ContextId, Job};
+use crate::context::{contain_panic, Context, ContextId, Job};
 use crate::error::TaskError;
 use crate::sync::knobs::{self, Knob};
 use crate::sync::{self, Arc, Mutex};
 use crate::task::{Task, TaskId};
 use crate::task_core::TaskCore;
+use crate::wait::WaitSignal;
 
 /// How deep inline continuation runs may nest on one thread before they are queued instead.
 pub(crate) const MAX_INLINE_DEPTH: usize = 16;
@@ -65,6 +72,35 @@ struct RawState {
     awaiting: Dependencies,
     awaits_unknown: bool,
     started: bool,
+    /// The context this task is queued on while `Scheduled`.
+    queued_on: Option<Context>,
+    /// Blocked waits that depend on this task, woken by each change of `run` (rule 7).
+    watchers: Vec<Arc<WaitSignal>>,
+}
+
+impl RawState {
+    /// Moves to `Scheduled` on `context`.
+    fn schedule(&mut self, context: Option<&Context>) {
+        self.run = Run::Scheduled(context.map(Context::id));
+        self.queued_on = context.cloned();
+    }
+
+    /// Moves to `run` (not `Scheduled`); returns the waits to wake once unlocked.
+    fn set(&mut self, run: Run) -> Vec<Arc<WaitSignal>> {
+        self.run = run;
+        self.queued_on = None;
+        self.watchers.clone()
+    }
+}
+
+/// Wakes blocked waits watching a task whose state changed (rule 7).
+fn notify(watchers: Vec<Arc<WaitSignal>>) {
+    if knobs::on(Knob::SkipBlockedWake) {
+        return;
+    }
+    for watcher in watchers {
+        watcher.notify();
+    }
 }
 
 /// The spawned tasks a suspended body waits for: one (the common case) without allocating.
@@ -99,6 +135,7 @@ pub(crate) struct BlockingView {
     pub(crate) awaiting: Vec<Arc<RawTask>>,
     pub(crate) awaits_unknown: bool,
     pub(crate) started: bool,
+    pub(crate) queued_on: Option<Context>,
 }
 
 /// Where a task is in its life (see the module docs).
@@ -164,6 +201,8 @@ impl RawTask {
                 awaiting: Dependencies::default(),
                 awaits_unknown: false,
                 started: false,
+                queued_on: None,
+                watchers: Vec::new(),
             }),
             body: Mutex::new(Some(Box::pin(Body {
                 future,
@@ -179,7 +218,7 @@ impl RawTask {
         {
             let mut state = this.state.lock();
             debug_assert_eq!(state.run, Run::Idle);
-            state.run = Run::Scheduled(Some(context.id()));
+            state.schedule(Some(context));
         }
         match context.post_job(Job::Task(this.clone())) {
             Ok(()) => true,
@@ -197,21 +236,24 @@ impl RawTask {
             if state.run != Run::Idle {
                 return;
             }
-            state.run = Run::Running { notified: false };
+            let _ = state.set(Run::Running { notified: false });
         }
         Self::poll_body(this);
     }
 
     /// Runs a queued poll (called by the context that dequeued this task).
-    pub(crate) fn run_scheduled(this: &Arc<Self>) {
+    /// Whether it ran: a job whose task a wait already ran inline finds it no longer
+    /// `Scheduled` and does nothing.
+    pub(crate) fn run_scheduled(this: &Arc<Self>) -> bool {
         {
             let mut state = this.state.lock();
             if !matches!(state.run, Run::Scheduled(_)) {
-                return;
+                return false;
             }
-            state.run = Run::Running { notified: false };
+            let _ = state.set(Run::Running { notified: false });
         }
         Self::poll_body(this);
+        true
     }
 
     /// Polls the body until it is pending and not woken meanwhile, or finished (rule 1).
@@ -239,28 +281,38 @@ impl RawTask {
             }
         };
         sync::swap_current_task(previous);
-        // Drop a finished body outside the lock: its destructors are user code.
+        // Drop a finished body outside the lock: its destructors are user code, and a
+        // panic in one must not take the thread down.
         let finished = match finished {
             Some(body) => {
-                drop(body);
+                contain_panic("a finished task's destructor", || drop(body));
                 true
             }
             None => false,
         };
         let mut state = this.state.lock();
         if finished {
-            state.run = Run::Done;
+            let watchers = state.set(Run::Done);
             state.awaiting.clear();
+            drop(state);
+            notify(watchers);
             return;
         }
         match state.run {
             Run::Running { notified: true } => {
                 let context = state.resume.clone().resolve();
-                state.run = Run::Scheduled(context.as_ref().map(Context::id));
+                state.schedule(context.as_ref());
+                let watchers = state.watchers.clone();
                 drop(state);
+                // Queue first, then tell watching waits: they must find the job queued.
                 Self::post_to(this, context);
+                notify(watchers);
             }
-            _ => state.run = Run::Idle,
+            _ => {
+                let watchers = state.set(Run::Idle);
+                drop(state);
+                notify(watchers);
+            }
         }
     }
 
@@ -280,16 +332,19 @@ impl RawTask {
         }
         let resume = state.resume.clone();
         if inline && resume.is_here() && sync::inline_depth_add(0) < MAX_INLINE_DEPTH {
-            state.run = Run::Running { notified: false };
+            let _ = state.set(Run::Running { notified: false });
             drop(state);
             sync::inline_depth_add(1);
             Self::poll_body(this);
             sync::inline_depth_add(-1);
         } else {
             let context = resume.resolve();
-            state.run = Run::Scheduled(context.as_ref().map(Context::id));
+            state.schedule(context.as_ref());
+            let watchers = state.watchers.clone();
             drop(state);
+            // Queue first, then tell watching waits: they must find the job queued.
             Self::post_to(this, context);
+            notify(watchers);
         }
     }
 
@@ -301,7 +356,9 @@ impl RawTask {
                 }
             }
             // Model builds have no default pool: run it here.
-            None => Self::run_scheduled(this),
+            None => {
+                Self::run_scheduled(this);
+            }
         }
     }
 
@@ -317,26 +374,46 @@ impl RawTask {
     }
 
     /// What a blocked wait sees of this task.
-    pub(crate) fn blocking_view(&self) -> BlockingView {
-        let state = self.state.lock();
+    /// Registers `signal` to be woken by this task's state changes (rule 7), and returns
+    /// what the wait sees of it now, under the same lock.
+    pub(crate) fn watch(&self, signal: &Arc<WaitSignal>) -> BlockingView {
+        let mut state = self.state.lock();
+        if !state
+            .watchers
+            .iter()
+            .any(|watcher| Arc::ptr_eq(watcher, signal))
+        {
+            state.watchers.push(signal.clone());
+        }
         BlockingView {
             run: state.run,
             awaiting: state.awaiting.to_vec(),
             awaits_unknown: state.awaits_unknown,
             started: state.started,
+            queued_on: state.queued_on.clone(),
         }
+    }
+
+    /// Withdraws a wait's `signal`.
+    pub(crate) fn unwatch(&self, signal: &Arc<WaitSignal>) {
+        self.state
+            .lock()
+            .watchers
+            .retain(|watcher| !Arc::ptr_eq(watcher, signal));
     }
 
     /// Drops the body without finishing it (rule 5).
     pub(crate) fn abandon(&self, reason: String) {
-        {
+        let watchers = {
             let mut state = self.state.lock();
-            state.run = Run::Done;
             state.awaiting.clear();
-        }
+            state.set(Run::Done)
+        };
+        notify(watchers);
         let body = self.body.lock().take();
         if let Some(mut body) = body {
             body.as_mut().abandon(reason);
+            contain_panic("an abandoned task's destructor", || drop(body));
         }
     }
 }
@@ -431,8 +508,12 @@ where
             Err(payload) => Err(TaskError::from_panic(this.core.id, payload)),
         };
         this.finished = true;
-        // The body is the task's only completer, so this cannot lose.
-        let _ = this.core.try_complete(outcome);
+        // The body is the task's only completer, so this cannot lose. Completing runs
+        // waiters (wakers of other executors among them): contain their panics.
+        let core = &this.core;
+        contain_panic("a waiter of a completed task", || {
+            let _ = core.try_complete(outcome);
+        });
         Poll::Ready(())
     }
 

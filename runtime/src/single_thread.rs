@@ -16,7 +16,8 @@
 //! # Shutdown rule
 //!
 //! [`SingleThreadContext::shutdown`] (also run on drop) refuses new work. A dedicated
-//! thread then drains its queue and exits, and `shutdown` joins it. A context owned by a
+//! thread then drains its queue, still accepting its own posts (the continuations of the
+//! tasks it drains), exits once the queue is empty, and `shutdown` joins it. A context owned by a
 //! caller's thread is not pumped any more, so whatever is still queued is abandoned: those
 //! tasks fault as abandoned instead of hanging.
 
@@ -61,6 +62,8 @@ pub(crate) struct SingleShared {
     pub(crate) id: ContextId,
     pub(crate) name: String,
     pub(crate) wait_mode: WaitMode,
+    /// Pumped by its own thread until shutdown (not by a caller's thread).
+    dedicated: bool,
     state: Mutex<SingleState>,
     work: Condvar,
 }
@@ -93,7 +96,7 @@ impl SingleThreadContextBuilder {
     /// A context owned by the calling thread, which runs it with `run_until_idle`,
     /// `block_on` or `enter`.
     pub fn build(self) -> SingleThreadContext {
-        let shared = self.shared();
+        let shared = self.shared(false);
         shared.state.lock().owner = Some((sync::current_thread_id(), sync::current_thread_name()));
         SingleThreadContext {
             shared,
@@ -103,7 +106,7 @@ impl SingleThreadContextBuilder {
 
     /// A context with a dedicated thread that pumps it until shutdown.
     pub fn spawn_thread(self) -> SingleThreadContext {
-        let shared = self.shared();
+        let shared = self.shared(true);
         let pump = shared.clone();
         let handle = sync::spawn_thread(self.name.clone(), move || {
             SingleShared::pump(&pump, Some(&|| false));
@@ -116,11 +119,12 @@ impl SingleThreadContextBuilder {
         }
     }
 
-    fn shared(&self) -> Arc<SingleShared> {
+    fn shared(&self, dedicated: bool) -> Arc<SingleShared> {
         Arc::new(SingleShared {
             id: ContextId(sync::next_id()),
             name: self.name.clone(),
             wait_mode: self.wait_mode,
+            dedicated,
             state: Mutex::new(SingleState {
                 queue: VecDeque::new(),
                 shutdown: false,
@@ -175,7 +179,8 @@ impl SingleThreadContext {
         self.context().spawn(future)
     }
 
-    /// On the owner thread: runs queued work until the queue is empty; how many jobs ran.
+    /// On the owner thread: runs queued work until the queue is empty; how many jobs ran
+    /// (a queued task that a wait already ran inline is skipped, not counted).
     pub fn run_until_idle(&self) -> Result<usize, PumpError> {
         self.shared.check_owner()?;
         Ok(SingleShared::pump(&self.shared, None))
@@ -256,7 +261,14 @@ impl fmt::Debug for SingleThreadContext {
 impl SingleShared {
     pub(crate) fn post(&self, job: Job) -> Result<(), Job> {
         let mut state = self.state.lock();
-        if state.shutdown {
+        // While a dedicated thread drains, it still accepts its own posts (continuations of
+        // the tasks it is draining), as a pool's workers do.
+        let draining_itself = self.dedicated
+            && state
+                .owner
+                .as_ref()
+                .is_some_and(|(owner, _)| *owner == sync::current_thread_id());
+        if state.shutdown && !draining_itself {
             return Err(job);
         }
         state.queue.push_back(job);
@@ -342,8 +354,9 @@ impl SingleShared {
                 }
             };
             if let Some(job) = job {
-                job.run();
-                ran += 1;
+                if job.run() {
+                    ran += 1;
+                }
             }
         }
     }

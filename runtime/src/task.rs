@@ -184,7 +184,13 @@ impl<T: Clone> Task<T> {
     pub fn wait(&self) -> Result<T, WaitError> {
         wait::wait_for(&self.core, self.producer.as_ref())?;
         self.outcome()
-            .unwrap_or_else(|| Err(TaskError::from_faults(vec![message("wait returned early")])))
+            .unwrap_or_else(|| {
+                let bug = format!(
+                    "taskcheck bug: wait on task {} returned before it completed; please report it",
+                    self.core.id
+                );
+                Err(TaskError::from_faults(vec![bug.into()]))
+            })
             .map_err(WaitError::Task)
     }
 }
@@ -201,11 +207,7 @@ impl<T: Send + 'static> Task<T> {
     {
         match sync::default_pool() {
             Some(pool) => pool.spawn(future),
-            None => Task::from_error(TaskError::from_error(SpawnError {
-                context:
-                    "the default pool (model builds have none; spawn onto an explicit ThreadPool)"
-                        .to_owned(),
-            })),
+            None => Task::from_error(TaskError::from_error(SpawnError { context: None })),
         }
     }
 }

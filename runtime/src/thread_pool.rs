@@ -205,7 +205,7 @@ impl PoolShared {
         }));
         loop {
             if let Some(job) = this.find_job(index) {
-                job.run();
+                let _ = job.run();
                 continue;
             }
             // Rule 2: look again under the lock before sleeping.

@@ -50,9 +50,9 @@
 use std::error::Error;
 use std::fmt;
 
-use crate::context::{Context, ContextId};
+use crate::context::Context;
 use crate::error::TaskError;
-use crate::raw_task::{RawTask, Run};
+use crate::raw_task::{BlockingView, RawTask, Run};
 use crate::single_thread::{SingleShared, WaitMode};
 use crate::sync::knobs::{self, Knob};
 use crate::sync::{self, Arc, Condvar, Mutex};
@@ -212,53 +212,88 @@ pub(crate) fn wait_for<T>(
     let Ok(key) = core.register(Waiter::Callback(Box::new(move || on_complete.notify()))) else {
         return Ok(());
     };
-    // The context this thread runs, if it may inline from it: a pool it works for, or a
-    // single-thread context it owns. Posts to it wake this wait to look again.
+    // Posts to the context this thread runs wake the wait too (a continuation queued
+    // there may be what it needs); the tasks it depends on wake it as they change state.
     let current = Context::current();
-    let pool = current
+    let _pool_watch = current
         .as_ref()
         .and_then(Context::as_pool)
-        .filter(|pool| pool.is_worked_by_current_thread());
-    let single = current
+        .filter(|pool| pool.is_worked_by_current_thread())
+        .map(|pool| PoolShared::watch(pool, signal.clone()));
+    let _single_watch = current
         .as_ref()
         .and_then(Context::as_single)
-        .filter(|single| single.is_owned_by_current_thread());
-    let _pool_watch = pool.map(|pool| PoolShared::watch(pool, signal.clone()));
-    let _single_watch = single.map(|single| SingleShared::block(single, signal.clone()));
+        .filter(|single| single.is_owned_by_current_thread())
+        .map(|single| SingleShared::block(single, signal.clone()));
+    let mut watched = Vec::new();
     let result = loop {
         if core.is_completed() {
             break Ok(());
         }
-        if let (Some(producer), Some(context)) = (producer, &current) {
-            if pool.is_some() || single.is_some() {
-                let started_too = pool.is_some();
-                if let Some(task) = find_inlinable(producer, context.id(), started_too) {
-                    RawTask::run_scheduled(&task);
-                    continue;
-                }
+        if let Some(producer) = producer {
+            if let Some(task) = find_inlinable(producer, &signal, &mut watched) {
+                let _ = RawTask::run_scheduled(&task);
+                continue;
             }
-            if let Some(single) = single.filter(|single| single.wait_mode == WaitMode::FailFast) {
-                if let Some(report) = prove_deadlock(single, core, producer) {
-                    break Err(report);
-                }
+            if let Some(report) = prove_deadlock(core, producer, &signal, &mut watched) {
+                break Err(report);
             }
         }
         signal.wait();
     };
     core.unregister(key);
+    for task in &watched {
+        task.unwatch(&signal);
+    }
     result
 }
 
-/// A task in `start`'s dependency graph queued on `context` that a wait there may inline
-/// (any, or only one never started).
+/// How the waiting thread relates to the context a task is queued on.
+enum Relation {
+    /// A pool this thread works for: a wait here may run any of its queued tasks.
+    Pool,
+    /// A single-thread context this thread owns: only this thread can run its queue.
+    Owned(Arc<SingleShared>),
+    /// Somebody else's: the task will run without this thread.
+    Other,
+}
+
+fn relation(queued_on: Option<&Context>) -> Relation {
+    let Some(context) = queued_on else {
+        return Relation::Other;
+    };
+    if context
+        .as_pool()
+        .is_some_and(|pool| pool.is_worked_by_current_thread())
+    {
+        return Relation::Pool;
+    }
+    match context.as_single() {
+        Some(single) if single.is_owned_by_current_thread() => Relation::Owned(single.clone()),
+        _ => Relation::Other,
+    }
+}
+
+/// Looks at `task` for a wait: registers the wait's `signal` with it (once) and returns
+/// what it sees.
+fn visit(
+    task: &Arc<RawTask>,
+    signal: &Arc<WaitSignal>,
+    watched: &mut Vec<Arc<RawTask>>,
+) -> BlockingView {
+    if !watched.iter().any(|seen| Arc::ptr_eq(seen, task)) {
+        watched.push(task.clone());
+    }
+    task.watch(signal)
+}
+
+/// A task in `start`'s dependency graph that the waiting thread may run inline: queued on
+/// a pool it works for, or never started and queued on a context it owns.
 fn find_inlinable(
     start: &Arc<RawTask>,
-    context: ContextId,
-    started_too: bool,
+    signal: &Arc<WaitSignal>,
+    watched: &mut Vec<Arc<RawTask>>,
 ) -> Option<Arc<RawTask>> {
-    if knobs::on(Knob::NoInlineInWait) {
-        return None;
-    }
     let mut visits = 0;
     let mut pending = vec![start.clone()];
     while let Some(task) = pending.pop() {
@@ -266,13 +301,14 @@ fn find_inlinable(
         if visits > MAX_VISITS {
             return None;
         }
-        let view = task.blocking_view();
+        let view = visit(&task, signal, watched);
         match view.run {
-            Run::Scheduled(Some(queued_on))
-                if queued_on == context && (started_too || !view.started) =>
-            {
-                return Some(task);
-            }
+            Run::Scheduled(_) => match relation(view.queued_on.as_ref()) {
+                _ if knobs::on(Knob::NoInlineInWait) => {}
+                Relation::Pool => return Some(task),
+                Relation::Owned(_) if !view.started => return Some(task),
+                _ => {}
+            },
             Run::Idle => pending.extend(view.awaiting),
             _ => {}
         }
@@ -282,12 +318,13 @@ fn find_inlinable(
 
 /// Proves the wait on `core` (completed by `producer`) can never end (module docs).
 fn prove_deadlock<T>(
-    single: &SingleShared,
     core: &TaskCore<T>,
     producer: &Arc<RawTask>,
+    signal: &Arc<WaitSignal>,
+    watched: &mut Vec<Arc<RawTask>>,
 ) -> Option<WouldDeadlock> {
     let mut visits = 0;
-    let (mut chain, stuck) = stuck_on(producer, single.id, &mut visits)?;
+    let (mut chain, stuck, single) = stuck_on(producer, signal, watched, &mut visits)?;
     chain.reverse();
     Some(WouldDeadlock {
         context: format!("single-thread context '{}' ({})", single.name, single.id),
@@ -298,28 +335,39 @@ fn prove_deadlock<T>(
     })
 }
 
-/// If `task` is stuck on `context`: the chain from the stuck task back to `task` (reversed),
-/// and the stuck task.
+/// A stuck task: the chain from it back to the task looked at (reversed), the task, and
+/// the context it is stuck on.
+type Stuck = (Vec<String>, Arc<RawTask>, Arc<SingleShared>);
+
+/// Whether `task` is stuck: queued on a fail-fast context this thread owns (and is blocked
+/// on), or suspended on nothing but stuck tasks.
 fn stuck_on(
     task: &Arc<RawTask>,
-    context: ContextId,
+    signal: &Arc<WaitSignal>,
+    watched: &mut Vec<Arc<RawTask>>,
     visits: &mut usize,
-) -> Option<(Vec<String>, Arc<RawTask>)> {
+) -> Option<Stuck> {
     *visits += 1;
     if *visits > MAX_VISITS {
         return None;
     }
-    let view = task.blocking_view();
+    let view = visit(task, signal, watched);
     let mut found = match view.run {
-        Run::Scheduled(Some(queued_on))
-            if queued_on == context || knobs::on(Knob::OverEagerDeadlockProof) =>
-        {
-            (Vec::new(), task.clone())
-        }
+        Run::Scheduled(_) => match relation(view.queued_on.as_ref()) {
+            Relation::Owned(single) if single.wait_mode == WaitMode::FailFast => {
+                (Vec::new(), task.clone(), single)
+            }
+            // The deliberate bug: a task queued anywhere counts as stuck.
+            _ if knobs::on(Knob::OverEagerDeadlockProof) => {
+                let single = Context::current()?.as_single()?.clone();
+                (Vec::new(), task.clone(), single)
+            }
+            _ => return None,
+        },
         Run::Idle if !view.awaits_unknown && !view.awaiting.is_empty() => {
             let mut first = None;
             for dependency in &view.awaiting {
-                let stuck = stuck_on(dependency, context, visits)?;
+                let stuck = stuck_on(dependency, signal, watched, visits)?;
                 first.get_or_insert(stuck);
             }
             first?

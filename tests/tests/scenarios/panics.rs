@@ -211,3 +211,34 @@ fn a_panic_with_any_payload_is_a_fault() {
         Some("a panic with a non-string payload")
     );
 }
+
+/// A panic outside the poll — here in the destructor of a finished body — is contained
+/// too: the only worker survives and runs the next task.
+#[test]
+fn a_panicking_destructor_does_not_kill_the_worker() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                panic!("bomb in a destructor");
+            }
+        }
+    }
+    /// Ready at once, holding a `Bomb` that goes off when the finished body is dropped.
+    struct ReadyWithBomb(#[allow(dead_code, reason = "held for its destructor")] Bomb);
+    impl std::future::Future for ReadyWithBomb {
+        type Output = Result<u32, TaskError>;
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            std::task::Poll::Ready(Ok(1))
+        }
+    }
+    let pool = ThreadPool::with_name("bomb", 1);
+    assert_eq!(pool.spawn(ReadyWithBomb(Bomb)).wait().unwrap(), 1);
+    assert_eq!(
+        pool.spawn(async { Ok::<_, TaskError>(2) }).wait().unwrap(),
+        2
+    );
+}

@@ -185,3 +185,93 @@ fn block_on_leaves_no_stray_job() {
         assert_eq!(ui.run_until_idle(), Ok(0));
     });
 }
+
+/// The deadlock can become certain without anything being posted to the ui: here a pool
+/// task suspends on a method whose continuation is already queued on the ui, possibly
+/// after the ui thread began to wait. The wait watches the tasks it depends on, so it
+/// looks again and reports (it used to sleep forever).
+#[test]
+fn a_deadlock_made_certain_by_a_suspension_elsewhere_is_reported() {
+    on_thread("ui", || {
+        let ui = SingleThreadContext::new("ui");
+        let pool = ThreadPool::with_name("late", 1);
+        let outcome = ui
+            .enter(|| {
+                let source = TaskCompletionSource::<()>::new();
+                let signal = source.task();
+                // An async method on the ui: its await captures the ui context.
+                let method = start(async move {
+                    signal.await?;
+                    Ok::<_, TaskError>(1)
+                });
+                // Its continuation is now queued on the ui, which only this thread runs.
+                on_thread("completer", || source.set_result(()).unwrap());
+                let go = Gate::new();
+                let outer = pool.spawn({
+                    let go = go.clone();
+                    async move {
+                        go.wait();
+                        method.await
+                    }
+                });
+                // Let the pool task go on while (or before) this thread waits.
+                let opener = thread::spawn(move || go.open());
+                let outcome = outer.wait();
+                opener.join().unwrap();
+                outcome
+            })
+            .unwrap();
+        let error = outcome.expect_err("the wait can never end");
+        assert!(error.is_would_deadlock(), "{error}");
+    });
+}
+
+/// The owner thread waiting outside `enter` (nothing is its current context) is still the
+/// only thread that runs its context: a never-started task is inlined, and a queued
+/// continuation is reported.
+#[test]
+fn the_owner_thread_is_recognised_outside_enter() {
+    on_thread("ui", || {
+        let ui = SingleThreadContext::new("ui");
+        assert_eq!(ui.spawn(async { Ok::<_, TaskError>(1) }).wait().unwrap(), 1);
+
+        let source = TaskCompletionSource::<()>::new();
+        let signal = source.task();
+        let method = ui.spawn(async move {
+            signal.await?;
+            Ok::<_, TaskError>(2)
+        });
+        assert_eq!(
+            ui.run_until_idle(),
+            Ok(1),
+            "the method suspended on the signal"
+        );
+        on_thread("completer", || source.set_result(()).unwrap());
+        let error = method
+            .wait()
+            .expect_err("its continuation is queued on the ui");
+        assert!(error.is_would_deadlock(), "{error}");
+        // Running the queue, as the message loop would, finishes it.
+        assert_eq!(ui.run_until_idle(), Ok(1));
+        assert_eq!(method.wait().unwrap(), 2);
+    });
+}
+
+/// A dedicated context that is shutting down still runs the continuations of the tasks it
+/// drains (they are posted from its own thread).
+#[test]
+fn a_draining_dedicated_context_runs_its_own_continuations() {
+    use taskcheck::ConfigureAwaitOptions;
+    let ui = SingleThreadContext::spawn_thread("drained-ui");
+    let task = ui.spawn(async {
+        taskcheck::Task::completed()
+            .configure_await_with(
+                ConfigureAwaitOptions::FORCE_YIELDING
+                    | ConfigureAwaitOptions::CONTINUE_ON_CAPTURED_CONTEXT,
+            )
+            .await?;
+        Ok::<_, TaskError>(3)
+    });
+    ui.shutdown();
+    assert_eq!(task.wait().unwrap(), 3);
+}
