@@ -17,7 +17,7 @@ use std::future::Future;
 use std::panic::Location;
 use std::task::Waker;
 
-use crate::error::{SpawnError, TaskError};
+use crate::error::{panic_message, SpawnError, TaskError};
 use crate::raw_task::RawTask;
 use crate::single_thread::SingleShared;
 use crate::sync::{self, Arc};
@@ -93,11 +93,7 @@ impl Job {
 /// worker or a pump never dies).
 pub(crate) fn contain_panic(what: &str, f: impl FnOnce()) {
     if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|text| (*text).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let message = panic_message(&*payload);
         eprintln!("taskcheck: {what} panicked ({message}); the runtime thread carries on");
     }
 }

@@ -66,14 +66,10 @@ impl TaskError {
 
     /// A fault made from a caught panic's payload.
     pub(crate) fn from_panic(task: TaskId, payload: Box<dyn Any + Send>) -> Self {
-        let message = if let Some(text) = payload.downcast_ref::<&'static str>() {
-            (*text).to_owned()
-        } else if let Some(text) = payload.downcast_ref::<String>() {
-            text.clone()
-        } else {
-            "a panic with a non-string payload".to_owned()
-        };
-        Self::from_error(PanicError { task, message })
+        Self::from_error(PanicError {
+            task,
+            message: panic_message(&*payload),
+        })
     }
 
     /// The fault of a task whose body was dropped before it finished.
@@ -189,6 +185,17 @@ impl fmt::Display for TaskError {
                 Ok(())
             }
         }
+    }
+}
+
+/// The text of a caught panic's payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&'static str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
     }
 }
 
