@@ -162,8 +162,10 @@ pub use sync::knobs;
 /// Starts `future` eagerly, as calling a C# `async` method does: it runs on the calling
 /// thread until its first suspension before this returns. Effects before that suspension
 /// have happened when `start` returns; an error or a panic before it gives an
-/// already-faulted task. After a suspension the future resumes where its `.await`s capture
-/// (the calling thread's current context, by default).
+/// already-faulted task. A synchronous result that the completed-task cache holds (see
+/// [`Task::from_result`]) returns the cached task, as C# does. After a suspension the
+/// future resumes where its `.await`s capture (the calling thread's current context, by
+/// default).
 #[track_caller]
 pub fn start<F, T>(future: F) -> Task<T>
 where
@@ -172,7 +174,14 @@ where
 {
     let (task, raw) = raw_task::RawTask::spawn_parts(future, Location::caller(), false);
     raw_task::RawTask::run_now(&raw);
-    task
+    if !task_cache::ENABLED {
+        return task;
+    }
+    let cached = task.core.with_outcome(|outcome| match outcome {
+        Some(Ok(value)) => task_cache::cached(value),
+        _ => None,
+    });
+    cached.unwrap_or(task)
 }
 
 /// Spawns `future` lazily onto the current context, or the default pool when the calling

@@ -10,6 +10,9 @@
 
 use crate::task::Task;
 
+/// Whether this build has the cache (callers skip looking, and its locking, when not).
+pub(crate) const ENABLED: bool = cfg!(not(any(loom, shuttle)));
+
 /// A shared completed task for `value`, if it is one of the cached results.
 #[cfg(not(any(loom, shuttle)))]
 pub(crate) fn cached<T: 'static>(value: &T) -> Option<Task<T>> {

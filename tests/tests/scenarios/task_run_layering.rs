@@ -226,3 +226,17 @@ fn the_same_cancellation_whatever_the_layering() {
         }
     }
 }
+
+/// Calling an async method that completes synchronously with a cacheable result gives the
+/// cached task, as C# does for `true`, `false`, small integers and the completed task.
+#[test]
+fn a_synchronous_cacheable_result_is_the_cached_task() {
+    let from_method = start(async { Ok::<_, TaskError>(true) });
+    assert_eq!(from_method.id(), Task::from_result(true).id());
+    let unit = start(async { Ok::<_, TaskError>(()) });
+    assert_eq!(unit.id(), Task::completed().id());
+    // Not cacheable: a fresh task, with the same value.
+    let large = start(async { Ok::<_, TaskError>(1_000u32) });
+    assert_ne!(large.id(), Task::from_result(1_000u32).id());
+    assert_eq!(large.wait().unwrap(), 1_000);
+}
