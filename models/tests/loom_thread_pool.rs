@@ -31,8 +31,9 @@
 //!    continuation is later posted back to the pool from outside, possibly after the wait
 //!    began. With one worker that task can only run if the blocked worker runs it inline
 //!    (.NET inlines a not-yet-started task into `Wait`, and grows its pool for the rest), so
-//!    the post must wake the waiting worker too. Broken twins: a wait that never inlines, and
-//!    posts that wake no worker, leave it waiting for good.
+//!    queueing that task must wake the waiting worker (it watches the tasks it depends on).
+//!    Broken twins: a wait that never inlines, and a wait not woken by the task it watches,
+//!    leave it waiting for good.
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
@@ -232,14 +233,14 @@ fn no_inlining_starves_a_blocked_worker() {
     );
 }
 
-/// Broken twin: posts wake no worker, waiting or sleeping, so the continuation posted from
-/// outside while the worker waits is never looked at.
+/// Broken twin: the waiting worker is not woken when a task it depends on is queued, so
+/// the continuation posted from outside while it waits is never looked at.
 #[test]
-fn skipped_wake_strands_a_blocked_worker() {
+fn unwoken_wait_strands_a_blocked_worker() {
     loom_expect_failure(
-        "loom_thread_pool::skipped_wake_strands_a_blocked_worker",
-        "skipped_wake_strands_a_blocked_worker",
+        "loom_thread_pool::unwoken_wait_strands_a_blocked_worker",
+        "unwoken_wait_strands_a_blocked_worker",
         "deadlock; threads",
-        || with_knob(Knob::PoolSkipWake, blocked_worker_inlines_model),
+        || with_knob(Knob::SkipBlockedWake, blocked_worker_inlines_model),
     );
 }

@@ -207,9 +207,10 @@ fn blocking_on_the_ui_thread_reports_the_deadlock() {
     );
 }
 
-/// Broken twin: posts to ui do not wake the ui thread's blocked wait. When the pool task
-/// completes after the wait began, the method's continuation lands in the ui queue but
-/// the wait never looks again: it sleeps forever instead of reporting.
+/// Broken twin: the ui thread's blocked wait is not woken when a task it depends on is
+/// queued. When the pool task completes after the wait began, the method's continuation
+/// lands in the ui queue but the wait never looks again: it sleeps forever instead of
+/// reporting.
 #[test]
 fn unwoken_wait_hangs_instead_of_reporting() {
     loom_expect_failure(

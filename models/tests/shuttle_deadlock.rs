@@ -70,8 +70,8 @@
 //!   111; otherwise the deadlock is reported (both outcomes occur, and are counted).
 //! - [`late_certain_deadlock_is_still_reported`]: the handler sends the request right
 //!   before it blocks and the server takes its time, so the deadlock typically becomes
-//!   certain only *after* the ui thread is asleep in `.wait()`. The post to the ui must wake
-//!   the wait so it can look again. With the deliberate bug `Knob::SkipBlockedWake`
+//!   certain only *after* the ui thread is asleep in `.wait()`. Queueing the continuation on
+//!   the ui must wake the wait (it watches the tasks it depends on) so it can look again. With the deliberate bug `Knob::SkipBlockedWake`
 //!   ([`skipping_the_blocked_wake_hangs`]) it does not, and the program hangs like .NET:
 //!   shuttle reports that hang as a deadlock.
 //! - [`faithful_mode_hangs_like_dotnet`]: with `WaitMode::Faithful` the wait blocks exactly
@@ -648,8 +648,9 @@ fn late_certain_deadlock_is_still_reported() {
     shuttle_random(name, ITERATIONS, late_story());
 }
 
-/// The deliberate bug: a post to the ui no longer wakes the blocked wait, so it never looks
-/// again and sleeps forever: the hang .NET has, which shuttle reports as a deadlock.
+/// The deliberate bug: queueing the stuck continuation on the ui no longer wakes the
+/// blocked wait, so it never looks again and sleeps forever: the hang .NET has, which
+/// shuttle reports as a deadlock.
 #[test]
 fn skipping_the_blocked_wake_hangs() {
     let story = late_story();
@@ -719,7 +720,7 @@ fn faithful_mode_hangs_like_dotnet() {
 /// ```
 ///
 /// and paste one of the printed schedules here.
-const FAITHFUL_DEADLOCK_SCHEDULE: &str = "9102e603ffda9f8287c4f08f410000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000024499224922449922449922449922449922449922449922449922449922449922449922449922401000000000000000049922449922449922449922449922469dbb66dd324499224499224491200000000010000008024000000000000000020491200000000000000009024499224691b0000000000000000d8922449922449922401";
+const FAITHFUL_DEADLOCK_SCHEDULE: &str = "9102c803cfb9a7f689f3c9e929000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000040922449224992244992244992244992244992244992244992244992244992244992244992244912000000000000000090244992244992244992244992244992b66ddb364d922449922449922409000000000000000048920400000000000000002449922449da060000000000000000b62449922449922449";
 
 #[test]
 fn faithful_mode_replays_the_recorded_deadlock() {

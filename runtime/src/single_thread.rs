@@ -28,11 +28,10 @@ use std::future::Future;
 
 use crate::context::{Context, ContextId, ContextKind, EnterGuard, Job};
 use crate::error::{SpawnError, TaskError};
-use crate::sync::knobs::{self, Knob};
 use crate::sync::{self, Arc, Condvar, JoinHandle, Mutex, ThreadId};
 use crate::task::Task;
 use crate::task_core::Waiter;
-use crate::wait::{WaitError, WaitSignal};
+use crate::wait::WaitError;
 
 /// What a blocking wait does on a single-thread context's own thread when it would
 /// deadlock.
@@ -72,8 +71,6 @@ struct SingleState {
     queue: VecDeque<Job>,
     shutdown: bool,
     owner: Option<(ThreadId, String)>,
-    /// The owner's blocking wait in progress, woken by every post so it can look again.
-    blocked: Option<Arc<WaitSignal>>,
     /// The pump should look at its stop condition again (see [`SingleShared::kick`]).
     kicked: bool,
     /// The pump is asleep on `work`, waiting for a job or a kick.
@@ -129,7 +126,6 @@ impl SingleThreadContextBuilder {
                 queue: VecDeque::new(),
                 shutdown: false,
                 owner: None,
-                blocked: None,
                 kicked: false,
                 idle: false,
             }),
@@ -272,13 +268,6 @@ impl SingleShared {
             return Err(job);
         }
         state.queue.push_back(job);
-        if let Some(blocked) = state
-            .blocked
-            .as_ref()
-            .filter(|_| !knobs::on(Knob::SkipBlockedWake))
-        {
-            blocked.notify();
-        }
         // Only a pump asleep on the condvar needs waking (it set `idle` under this lock);
         // a notify with no waiter still costs a system call.
         if state.idle {
@@ -312,15 +301,6 @@ impl SingleShared {
                     .map_or_else(|| "none".to_owned(), |(_, name)| name.clone()),
                 caller: sync::current_thread_name(),
             }),
-        }
-    }
-
-    /// The owner's blocking wait `signal` is in progress until the guard drops.
-    pub(crate) fn block(this: &Arc<Self>, signal: Arc<WaitSignal>) -> BlockedGuard {
-        let previous = this.state.lock().blocked.replace(signal);
-        BlockedGuard {
-            shared: this.clone(),
-            previous,
         }
     }
 
@@ -359,18 +339,6 @@ impl SingleShared {
                 }
             }
         }
-    }
-}
-
-/// Ends a blocked wait's registration (see [`SingleShared::block`]).
-pub(crate) struct BlockedGuard {
-    shared: Arc<SingleShared>,
-    previous: Option<Arc<WaitSignal>>,
-}
-
-impl Drop for BlockedGuard {
-    fn drop(&mut self) {
-        self.shared.state.lock().blocked = self.previous.take();
     }
 }
 

@@ -379,9 +379,9 @@ pub mod knobs {
         ForgetWakeWhileRunning = 4,
         /// Awaits ignore `configure_await`/capture and always resume anywhere.
         IgnoreCapture = 8,
-        /// A blocked wait is not woken to look again, neither by a post to the context it
-        /// blocks nor by a state change of a task it depends on, so a deadlock that becomes
-        /// certain after the wait began is never reported.
+        /// A blocked wait is not woken to look again when a task it depends on changes
+        /// state, so a deadlock that becomes certain after the wait began is never reported
+        /// (and a task that becomes inlinable is never run).
         SkipBlockedWake = 16,
         /// A post to the pool does not wake a sleeping worker.
         PoolSkipWake = 32,

@@ -25,8 +25,8 @@
 //!
 //! A worker blocked in [`Task::wait`] runs inline the queued tasks that the awaited task
 //! depends on (see `wait.rs`), so sync-over-async on the pool cannot starve it of the very
-//! work it waits for. Every post wakes such a waiting worker, as well as a sleeping one, to
-//! look again.
+//! work it waits for. The wait watches those tasks, so it looks again as soon as one is
+//! queued.
 //!
 //! A panic in a task becomes that task's fault; a worker thread never dies.
 
@@ -40,7 +40,6 @@ use crate::sync::{
     self, Arc, Condvar, Injector, JoinHandle, Mutex, Steal, Stealer, Worker, WorkerSlot,
 };
 use crate::task::Task;
-use crate::wait::WaitSignal;
 
 /// A pool of worker threads with work stealing.
 ///
@@ -63,8 +62,6 @@ pub(crate) struct PoolShared {
 struct SleepState {
     sleepers: usize,
     shutdown: bool,
-    /// Workers blocked in a wait: each is woken by every post.
-    helpers: Vec<Arc<WaitSignal>>,
 }
 
 impl ThreadPool {
@@ -84,7 +81,6 @@ impl ThreadPool {
             sleep: Mutex::new(SleepState {
                 sleepers: 0,
                 shutdown: false,
-                helpers: Vec::new(),
             }),
             wake: Condvar::new(),
         });
@@ -181,13 +177,8 @@ impl PoolShared {
         if let Some(job) = job {
             self.injector.push(job);
         }
-        if !knobs::on(Knob::PoolSkipWake) {
-            if sleep.sleepers > 0 {
-                self.wake.notify_one();
-            }
-            for helper in &sleep.helpers {
-                helper.notify();
-            }
+        if sleep.sleepers > 0 && !knobs::on(Knob::PoolSkipWake) {
+            self.wake.notify_one();
         }
         Ok(())
     }
@@ -228,16 +219,6 @@ impl PoolShared {
         sync::worker_index(self.id.0).is_some()
     }
 
-    /// A worker blocked in a wait: every post notifies `signal` until the guard drops, so
-    /// the wait can look again for work it may inline (see `wait.rs`).
-    pub(crate) fn watch(this: &Arc<Self>, signal: Arc<WaitSignal>) -> PoolWatch {
-        this.sleep.lock().helpers.push(signal.clone());
-        PoolWatch {
-            pool: this.clone(),
-            signal,
-        }
-    }
-
     fn find_job(&self, index: usize) -> Option<Job> {
         if let Some(job) = sync::pop_local() {
             return Some(job);
@@ -269,22 +250,5 @@ impl PoolShared {
 
     fn has_work(&self) -> bool {
         !self.injector.is_empty() || self.stealers.iter().any(|stealer| !stealer.is_empty())
-    }
-}
-
-/// Ends a waiting worker's watch (see [`PoolShared::watch`]).
-pub(crate) struct PoolWatch {
-    pool: Arc<PoolShared>,
-    signal: Arc<WaitSignal>,
-}
-
-impl Drop for PoolWatch {
-    fn drop(&mut self) {
-        let signal = &self.signal;
-        self.pool
-            .sleep
-            .lock()
-            .helpers
-            .retain(|watcher| !Arc::ptr_eq(watcher, signal));
     }
 }

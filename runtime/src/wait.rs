@@ -34,8 +34,9 @@
 //! A task is *stuck* if it is queued on C, or if it is suspended, waits for nothing but
 //! spawned tasks, and every one of those is stuck. The deadlock is certain exactly when R₀
 //! is stuck: nothing but C's blocked owner can run the queued tasks, and nothing else can
-//! complete the graph. Then the wait returns [`WaitError::WouldDeadlock`]. Every post to C
-//! wakes the waiting thread to look again (`SingleShared::block`), as does X's completion.
+//! complete the graph. Then the wait returns [`WaitError::WouldDeadlock`]. Every change of
+//! state of a task in the graph wakes the waiting thread to look again, as does X's
+//! completion.
 //! A graph that is running elsewhere, or waits on anything but spawned tasks, is never
 //! reported (no false alarms — such a wait may hang only where .NET's would too). Awaits
 //! outside the awaiter contract leave no link, so the proof cannot see them: a body that
@@ -57,7 +58,6 @@ use crate::single_thread::{SingleShared, WaitMode};
 use crate::sync::knobs::{self, Knob};
 use crate::sync::{self, Arc, Condvar, Mutex};
 use crate::task_core::{TaskCore, Waiter};
-use crate::thread_pool::PoolShared;
 
 /// How many tasks a look at the dependency graph visits before giving up (no report, no
 /// inlining).
@@ -212,19 +212,8 @@ pub(crate) fn wait_for<T>(
     let Ok(key) = core.register(Waiter::Callback(Box::new(move || on_complete.notify()))) else {
         return Ok(());
     };
-    // Posts to the context this thread runs wake the wait too (a continuation queued
-    // there may be what it needs); the tasks it depends on wake it as they change state.
-    let current = Context::current();
-    let _pool_watch = current
-        .as_ref()
-        .and_then(Context::as_pool)
-        .filter(|pool| pool.is_worked_by_current_thread())
-        .map(|pool| PoolShared::watch(pool, signal.clone()));
-    let _single_watch = current
-        .as_ref()
-        .and_then(Context::as_single)
-        .filter(|single| single.is_owned_by_current_thread())
-        .map(|single| SingleShared::block(single, signal.clone()));
+    // The tasks the wait depends on wake it as they change state (`raw_task` rule 7): a task
+    // queued, suspended or finished is all that can make one inlinable or stuck.
     let mut watched = Vec::new();
     let result = loop {
         if core.is_completed() {
