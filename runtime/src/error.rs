@@ -12,6 +12,7 @@ use std::any::Any;
 use std::error::Error;
 use std::fmt;
 
+use crate::cancellation::CancellationToken;
 use crate::sync::Arc;
 use crate::task::{TaskId, TaskStatus};
 
@@ -29,7 +30,9 @@ pub struct TaskError {
 #[derive(Clone)]
 enum Repr {
     Faulted(Arc<Vec<Fault>>),
-    Canceled,
+    /// Canceled, by the given token's cancellation when known (.NET's
+    /// `OperationCanceledException.CancellationToken`).
+    Canceled(Option<CancellationToken>),
 }
 
 impl TaskError {
@@ -51,10 +54,29 @@ impl TaskError {
         Self::from_faults(faults)
     }
 
-    /// The outcome of a canceled task.
+    /// The outcome of a canceled task, without a token (.NET's parameterless
+    /// `OperationCanceledException`).
     pub fn canceled() -> Self {
         TaskError {
-            repr: Repr::Canceled,
+            repr: Repr::Canceled(None),
+        }
+    }
+
+    /// A cancellation that carries the token that asked for it, as
+    /// [`CancellationToken::throw_if_cancellation_requested`] returns. A task started with
+    /// a token ([`Task::run_with_token`](crate::Task::run_with_token)) ends Canceled only
+    /// when its body's cancellation carries that token.
+    pub fn canceled_by(token: &CancellationToken) -> Self {
+        TaskError {
+            repr: Repr::Canceled(Some(token.clone())),
+        }
+    }
+
+    /// The token a cancellation carries (`None` for a fault or a cancellation without one).
+    pub fn cancellation_token(&self) -> Option<&CancellationToken> {
+        match &self.repr {
+            Repr::Canceled(token) => token.as_ref(),
+            Repr::Faulted(_) => None,
         }
     }
 
@@ -84,7 +106,13 @@ impl TaskError {
 
     /// Whether the task was canceled.
     pub fn is_canceled(&self) -> bool {
-        matches!(self.repr, Repr::Canceled)
+        matches!(self.repr, Repr::Canceled(_))
+    }
+
+    /// Whether the fault includes a [`TimeoutError`]: a `wait_async` with a timeout
+    /// ran out of time (distinct from a cancellation).
+    pub fn is_timeout(&self) -> bool {
+        self.errors().any(|e| e.is::<TimeoutError>())
     }
 
     /// Whether the fault includes a panic caught in a task.
@@ -109,7 +137,7 @@ impl TaskError {
     pub fn errors(&self) -> impl Iterator<Item = &(dyn Error + Send + Sync + 'static)> + '_ {
         let faults: &[Fault] = match &self.repr {
             Repr::Faulted(faults) => faults,
-            Repr::Canceled => &[],
+            Repr::Canceled(_) => &[],
         };
         faults.iter().map(|fault| &**fault)
     }
@@ -123,7 +151,7 @@ impl TaskError {
     pub fn status(&self) -> TaskStatus {
         match self.repr {
             Repr::Faulted(_) => TaskStatus::Faulted,
-            Repr::Canceled => TaskStatus::Canceled,
+            Repr::Canceled(_) => TaskStatus::Canceled,
         }
     }
 }
@@ -165,7 +193,8 @@ impl fmt::Debug for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
             Repr::Faulted(faults) => f.debug_tuple("Faulted").field(&**faults).finish(),
-            Repr::Canceled => f.write_str("Canceled"),
+            Repr::Canceled(None) => f.write_str("Canceled"),
+            Repr::Canceled(Some(token)) => f.debug_tuple("Canceled").field(token).finish(),
         }
     }
 }
@@ -173,7 +202,8 @@ impl fmt::Debug for TaskError {
 impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            Repr::Canceled => f.write_str("the task was canceled"),
+            Repr::Canceled(None) => f.write_str("the task was canceled"),
+            Repr::Canceled(Some(token)) => write!(f, "the task was canceled by {token}"),
             Repr::Faulted(faults) => {
                 f.write_str("the task faulted: ")?;
                 for (i, fault) in faults.iter().enumerate() {
@@ -291,3 +321,63 @@ impl fmt::Display for SpawnError {
 }
 
 impl Error for SpawnError {}
+
+/// A [`Task::wait_async`](crate::Task::wait_async) ran out of time before its task
+/// completed (.NET's `TimeoutException` from `WaitAsync`). A timeout is a fault, not a
+/// cancellation: the awaited task is untouched and may still complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeoutError {
+    pub(crate) task: TaskId,
+    pub(crate) after: std::time::Duration,
+}
+
+impl TimeoutError {
+    /// The task that was still pending.
+    pub fn task(&self) -> TaskId {
+        self.task
+    }
+
+    /// The timeout that elapsed.
+    pub fn after(&self) -> std::time::Duration {
+        self.after
+    }
+}
+
+impl fmt::Display for TimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "task {} did not complete within {:?}; it is still running: await it again to get \
+             its outcome, or pass a cancellation token to the operation to stop it",
+            self.task, self.after
+        )
+    }
+}
+
+impl Error for TimeoutError {}
+
+/// A body ended with a cancellation that did not come from its task's token, so the task
+/// faults instead of ending Canceled (.NET's rule for `Task.Run(action, token)`).
+#[derive(Debug)]
+pub(crate) struct ForeignCancellation {
+    pub(crate) task: Option<TaskId>,
+    pub(crate) error: TaskError,
+}
+
+impl fmt::Display for ForeignCancellation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.task {
+            Some(task) => write!(f, "task {task}")?,
+            None => f.write_str("a task")?,
+        }
+        write!(
+            f,
+            " was started with a cancellation token, but its body ended with a \
+             cancellation that token did not request ({}); return \
+             `TaskError::canceled_by(&token)` for the task's own token to end it Canceled",
+            self.error
+        )
+    }
+}
+
+impl Error for ForeignCancellation {}

@@ -119,6 +119,7 @@
 #![warn(missing_docs)]
 
 mod awaiter;
+mod cancellation;
 mod completion_source;
 mod context;
 mod error;
@@ -129,6 +130,7 @@ mod task;
 mod task_cache;
 mod task_core;
 mod thread_pool;
+mod time;
 mod value_task;
 mod value_task_pool;
 mod value_task_source;
@@ -141,12 +143,17 @@ pub use awaiter::{
     Awaitable, Awaiter, ConfigureAwaitOptions, ConfiguredAwait, Continuation, Dependency,
     SuppressThrowing,
 };
+pub use cancellation::{
+    CancelError, Cancelled, CancellationToken, CancellationTokenRegistration,
+    CancellationTokenSource,
+};
 pub use completion_source::{TaskCompletionSource, TaskCreationOptions};
 pub use context::{Context, ContextId};
-pub use error::{CompletionError, SpawnError, TaskError};
+pub use error::{CompletionError, SpawnError, TaskError, TimeoutError};
 pub use single_thread::{PumpError, SingleThreadContext, SingleThreadContextBuilder, WaitMode};
 pub use task::{Task, TaskAwaiter, TaskId, TaskStatus};
 pub use thread_pool::ThreadPool;
+pub use time::{delay, yield_now, Clock, ClockError, YieldNow};
 pub use value_task::{ValueTask, ValueTaskAwaiter};
 pub use value_task_pool::{PooledValueTaskSource, ValueTaskProducer, ValueTaskSourcePool};
 pub use value_task_source::{

@@ -90,6 +90,20 @@ impl Condvar {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Waits at most `timeout` (the system clock's timer thread; production builds only:
+    /// neither checker models time, so model builds have no timed waits).
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) fn wait_timeout<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: std::time::Duration,
+    ) -> MutexGuard<'a, T> {
+        match self.0.wait_timeout(guard, timeout) {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        }
+    }
+
     pub(crate) fn notify_one(&self) {
         self.0.notify_one();
     }
@@ -399,6 +413,28 @@ pub mod knobs {
         OverEagerDeadlockProof = 1024,
         /// A blocked wait never runs inline the queued tasks it depends on.
         NoInlineInWait = 2048,
+        /// `register` on a cancellation token decides "already canceled?" before taking the
+        /// source's lock, so a cancel in between neither runs the callback inline nor finds
+        /// it in the list: the callback never runs and `unregister` says it was removed
+        /// only if asked (a lost callback; linked sources built on it are never canceled).
+        CancelRacyRegister = 4096,
+        /// Dropping a registration does not wait for its callback running on another
+        /// thread, so the callback may still be running after the drop returned.
+        CancelSkipDropWait = 8192,
+        /// `cancel` checks and marks "cancellation started" under two separate lock
+        /// acquisitions, so two racing cancels both run callbacks, on two threads.
+        CancelRacyTransition = 16384,
+        /// The `cancelled()` future registers its wake-up callback before storing its
+        /// waker, and does not look at the flag again: a cancel in between is never seen.
+        CancelledLateWaker = 32768,
+        /// `cancel` runs the callbacks first registered first (FIFO), not LIFO.
+        CancelFifo = 65536,
+        /// `cancel` raises "cancellation requested" only after the callbacks ran.
+        CancelFlagLate = 131072,
+        /// `cancel` leaves a running callback's entry in the list until it has finished,
+        /// so an `unregister` meanwhile "removes" it and returns `true` although the
+        /// callback ran.
+        CancelRemoveAfterRun = 262144,
     }
 
     // A plain OS thread-local on purpose: see the type's docs.
@@ -437,6 +473,13 @@ pub(crate) mod knobs {
         RacyRent,
         OverEagerDeadlockProof,
         NoInlineInWait,
+        CancelRacyRegister,
+        CancelSkipDropWait,
+        CancelRacyTransition,
+        CancelledLateWaker,
+        CancelFifo,
+        CancelFlagLate,
+        CancelRemoveAfterRun,
     }
 
     #[inline(always)]

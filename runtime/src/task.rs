@@ -15,15 +15,18 @@ use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
 use std::task::{Context as PollContext, Poll};
+use std::time::Duration;
 
 use crate::awaiter::{
     Awaitable, Awaiter, ConfigureAwaitOptions, ConfiguredAwait, Continuation, Dependency,
 };
-use crate::error::{message, SpawnError, TaskError};
+use crate::cancellation::CancellationToken;
+use crate::error::{message, ForeignCancellation, SpawnError, TaskError, TimeoutError};
 use crate::raw_task::RawTask;
 use crate::sync::{self, Arc};
 use crate::task_cache;
 use crate::task_core::{TaskCore, Waiter};
+use crate::time::{Clock, TimerRace};
 use crate::wait::{self, WaitError};
 
 /// A task's identity, for messages and comparisons.
@@ -209,6 +212,141 @@ impl<T: Send + 'static> Task<T> {
             Some(pool) => pool.spawn(future),
             None => Task::from_error(TaskError::from_error(SpawnError { context: None })),
         }
+    }
+}
+
+impl<T: Send + 'static> Task<T> {
+    /// Runs `future` on the default thread pool with a cancellation token (C#'s
+    /// `Task.Run(func, token)`).
+    ///
+    /// If `token` is canceled before the body starts, the body never runs and the task
+    /// ends Canceled. A body that ends with a cancellation carrying `token` (while `token`
+    /// is canceled) ends Canceled; any other cancellation — without a token, or from
+    /// another token — faults the task, as .NET does for `Task.Run` with a token. The token
+    /// does not stop a running body: the body decides (cancellation is cooperative).
+    #[track_caller]
+    pub fn run_with_token<F>(future: F, token: &CancellationToken) -> Task<T>
+    where
+        F: Future<Output = Result<T, TaskError>> + Send + 'static,
+    {
+        Task::run(with_token(future, token.clone()))
+    }
+}
+
+/// The body of a task started with a token (see [`Task::run_with_token`]).
+pub(crate) async fn with_token<F, T>(future: F, token: CancellationToken) -> Result<T, TaskError>
+where
+    F: Future<Output = Result<T, TaskError>>,
+{
+    token.throw_if_cancellation_requested()?;
+    match future.await {
+        Err(error) if error.is_canceled() => {
+            let ours = error.cancellation_token() == Some(&token) && token.is_cancellation_requested();
+            if ours {
+                Err(error)
+            } else {
+                let task = sync::with_current_task(|task| task.map(|task| task.id));
+                Err(TaskError::from_error(ForeignCancellation { task, error }))
+            }
+        }
+        outcome => outcome,
+    }
+}
+
+impl<T: Clone + Send + 'static> Task<T> {
+    /// A task with this task's outcome, unless `timeout` elapses first on the system clock
+    /// (it then faults with a [`TimeoutError`]) or `token` is canceled first (it then ends
+    /// Canceled, carrying `token`) — .NET's `WaitAsync(timeout, token)`. `None` waits
+    /// without a time limit. This task is untouched either way: a timeout or a cancellation
+    /// only stops the waiting, not the work.
+    #[track_caller]
+    pub fn wait_async(&self, timeout: Option<Duration>, token: &CancellationToken) -> Task<T> {
+        self.wait_async_on(&Clock::system(), timeout, token)
+    }
+
+    /// [`wait_async`](Self::wait_async) with the timeout measured on `clock`.
+    ///
+    /// Already complete: this task itself. `token` already canceled: a canceled task. A
+    /// zero timeout on a pending task: a task faulted with [`TimeoutError`] at once. A
+    /// timeout beyond the clock's range never elapses. Whatever finishes first releases
+    /// the timer, the token registration and the continuation on this task.
+    #[track_caller]
+    pub fn wait_async_on(
+        &self,
+        clock: &Clock,
+        timeout: Option<Duration>,
+        token: &CancellationToken,
+    ) -> Task<T> {
+        if self.is_completed() {
+            return self.clone();
+        }
+        if token.is_cancellation_requested() {
+            return Task::from_error(TaskError::canceled_by(token));
+        }
+        let timed_out = |after| {
+            TaskError::from_error(TimeoutError {
+                task: self.core.id,
+                after,
+            })
+        };
+        if timeout == Some(Duration::ZERO) {
+            return Task::from_error(timed_out(Duration::ZERO));
+        }
+        let core = Arc::new(TaskCore::new(Location::caller(), true));
+        let result = Task::from_parts(core.clone(), None);
+        let race = TimerRace::new(clock.clone());
+        if let Some(after) = timeout {
+            let core = core.clone();
+            let race_for_timer = race.clone();
+            let error = timed_out(after);
+            let timer = clock.schedule(
+                after,
+                Box::new(move || {
+                    if core.try_complete(Err(error)).is_ok() {
+                        race_for_timer.finish();
+                    }
+                }),
+            );
+            race.set_timer(timer);
+        }
+        let registration = {
+            let core = core.clone();
+            let race = race.clone();
+            let canceled = TaskError::canceled_by(token);
+            token.register(move || {
+                if core.try_complete(Err(canceled)).is_ok() {
+                    race.finish();
+                }
+            })
+        };
+        race.set_registration(registration);
+        let copy = {
+            let source = self.core.clone();
+            let race = race.clone();
+            Waiter::Callback(Box::new(move || {
+                let outcome = source.with_outcome(|outcome| outcome.cloned());
+                if let Some(outcome) = outcome {
+                    if core.try_complete(outcome).is_ok() {
+                        race.finish();
+                    }
+                }
+            }))
+        };
+        match self.core.register(copy) {
+            Ok(key) => {
+                let source = self.core.clone();
+                race.set_cleanup(Box::new(move || {
+                    source.unregister(key);
+                }));
+            }
+            // Completed meanwhile: the callback came back; run it.
+            Err(waiter) => {
+                if let Waiter::Callback(copy) = waiter {
+                    copy();
+                }
+            }
+        }
+        result
     }
 }
 
