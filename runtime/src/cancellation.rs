@@ -619,7 +619,10 @@ impl fmt::Debug for CancellationToken {
             Some(inner) => f
                 .debug_struct("CancellationToken")
                 .field("source", &inner.id)
-                .field("is_cancellation_requested", &self.is_cancellation_requested())
+                .field(
+                    "is_cancellation_requested",
+                    &self.is_cancellation_requested(),
+                )
                 .finish(),
         }
     }

@@ -128,6 +128,10 @@ impl<T> Drop for TaskCompletionSource<T> {
             "its TaskCompletionSource (created at {}) was dropped without completing it",
             self.core.location
         );
+        // Nobody can ever see an abandonment of a task nobody holds: do not report it.
+        if !self.core.has_handles() {
+            self.core.mark_observed();
+        }
         let _ = self
             .core
             .try_complete(Err(TaskError::abandoned(self.core.id, reason)));

@@ -23,6 +23,7 @@ use crate::single_thread::SingleShared;
 use crate::sync::{self, Arc};
 use crate::task::Task;
 use crate::thread_pool::PoolShared;
+use crate::unobserved::{self, Hooks, UnhandledTaskError};
 
 /// A handle to a scheduling context: a thread pool or a single-thread context.
 ///
@@ -168,10 +169,49 @@ impl Context {
         T: Send + 'static,
     {
         let (task, raw) = RawTask::spawn_parts(future, location, false);
+        task.core.set_hooks(Some(self.hooks().clone()));
         if RawTask::schedule_first(&raw, self) {
             Ok(task)
         } else {
             Err(self.spawn_error())
+        }
+    }
+
+    /// Sets the hook that receives the unobserved faults of tasks spawned onto this context
+    /// (the rules: [`set_unobserved_error_hook`](crate::set_unobserved_error_hook)). It runs
+    /// on the thread that drops the last handle or completes the task.
+    pub fn set_unobserved_error_hook<F>(&self, hook: F)
+    where
+        F: Fn(&UnhandledTaskError) + Send + Sync + 'static,
+    {
+        self.hooks().set_unobserved(Some(unobserved::hook(hook)));
+    }
+
+    /// Removes this context's unobserved-error hook: the process-wide one applies again.
+    pub fn reset_unobserved_error_hook(&self) {
+        self.hooks().set_unobserved(None);
+    }
+
+    /// Sets the handler of errors from [`start_void`](crate::start_void) futures started
+    /// on this context (C#'s `async void` errors posted to the captured
+    /// `SynchronizationContext`); it runs on this context.
+    pub fn set_error_handler<F>(&self, handler: F)
+    where
+        F: Fn(&UnhandledTaskError) + Send + Sync + 'static,
+    {
+        self.hooks()
+            .set_error_handler(Some(unobserved::hook(handler)));
+    }
+
+    /// Removes this context's error handler: the process-wide one applies again.
+    pub fn reset_error_handler(&self) {
+        self.hooks().set_error_handler(None);
+    }
+
+    pub(crate) fn hooks(&self) -> &Arc<Hooks> {
+        match &self.kind {
+            ContextKind::Pool(pool) => &pool.hooks,
+            ContextKind::Single(single) => &single.hooks,
         }
     }
 

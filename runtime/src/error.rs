@@ -30,6 +30,9 @@ pub struct TaskError {
 #[derive(Clone)]
 enum Repr {
     Faulted(Arc<Vec<Fault>>),
+    /// The faults of several tasks, in order (`when_all`): one level flattened, sharing
+    /// each task's fault list.
+    Aggregate(Arc<Vec<Arc<Vec<Fault>>>>),
     /// Canceled, by the given token's cancellation when known (.NET's
     /// `OperationCanceledException.CancellationToken`).
     Canceled(Option<CancellationToken>),
@@ -76,7 +79,7 @@ impl TaskError {
     pub fn cancellation_token(&self) -> Option<&CancellationToken> {
         match &self.repr {
             Repr::Canceled(token) => token.as_ref(),
-            Repr::Faulted(_) => None,
+            Repr::Faulted(_) | Repr::Aggregate(_) => None,
         }
     }
 
@@ -101,7 +104,7 @@ impl TaskError {
 
     /// Whether the task faulted.
     pub fn is_faulted(&self) -> bool {
-        matches!(self.repr, Repr::Faulted(_))
+        matches!(self.repr, Repr::Faulted(_) | Repr::Aggregate(_))
     }
 
     /// Whether the task was canceled.
@@ -135,11 +138,31 @@ impl TaskError {
 
     /// The fault's errors in order (none for a canceled task).
     pub fn errors(&self) -> impl Iterator<Item = &(dyn Error + Send + Sync + 'static)> + '_ {
-        let faults: &[Fault] = match &self.repr {
-            Repr::Faulted(faults) => faults,
-            Repr::Canceled(_) => &[],
+        self.fault_lists()
+            .flat_map(|faults| faults.iter())
+            .map(|fault| &**fault)
+    }
+
+    /// The shared fault lists behind [`errors`](Self::errors).
+    fn fault_lists(&self) -> impl Iterator<Item = &Arc<Vec<Fault>>> + '_ {
+        let (single, several): (Option<&Arc<Vec<Fault>>>, &[Arc<Vec<Fault>>]) = match &self.repr {
+            Repr::Faulted(faults) => (Some(faults), &[]),
+            Repr::Aggregate(lists) => (None, lists),
+            Repr::Canceled(_) => (None, &[]),
         };
-        faults.iter().map(|fault| &**fault)
+        single.into_iter().chain(several)
+    }
+
+    /// The faults of `errors` (each a faulted task's error), in order, one level flattened:
+    /// the outcome of a `when_all` whose inputs faulted. `None` if none of them faulted.
+    pub(crate) fn aggregate<'a>(errors: impl IntoIterator<Item = &'a TaskError>) -> Option<Self> {
+        let lists: Vec<Arc<Vec<Fault>>> = errors
+            .into_iter()
+            .flat_map(|error| error.fault_lists().cloned().collect::<Vec<_>>())
+            .collect();
+        (!lists.is_empty()).then(|| TaskError {
+            repr: Repr::Aggregate(Arc::new(lists)),
+        })
     }
 
     /// The first error, if it is an `E`.
@@ -150,7 +173,7 @@ impl TaskError {
     /// The status a task with this outcome has.
     pub fn status(&self) -> TaskStatus {
         match self.repr {
-            Repr::Faulted(_) => TaskStatus::Faulted,
+            Repr::Faulted(_) | Repr::Aggregate(_) => TaskStatus::Faulted,
             Repr::Canceled(_) => TaskStatus::Canceled,
         }
     }
@@ -192,7 +215,10 @@ impl Error for TaskErrorAsError {
 impl fmt::Debug for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            Repr::Faulted(faults) => f.debug_tuple("Faulted").field(&**faults).finish(),
+            Repr::Faulted(_) | Repr::Aggregate(_) => f
+                .debug_tuple("Faulted")
+                .field(&self.errors().collect::<Vec<_>>())
+                .finish(),
             Repr::Canceled(None) => f.write_str("Canceled"),
             Repr::Canceled(Some(token)) => f.debug_tuple("Canceled").field(token).finish(),
         }
@@ -204,9 +230,9 @@ impl fmt::Display for TaskError {
         match &self.repr {
             Repr::Canceled(None) => f.write_str("the task was canceled"),
             Repr::Canceled(Some(token)) => write!(f, "the task was canceled by {token}"),
-            Repr::Faulted(faults) => {
+            Repr::Faulted(_) | Repr::Aggregate(_) => {
                 f.write_str("the task faulted: ")?;
-                for (i, fault) in faults.iter().enumerate() {
+                for (i, fault) in self.errors().enumerate() {
                     if i > 0 {
                         f.write_str("; ")?;
                     }

@@ -131,10 +131,12 @@ mod task_cache;
 mod task_core;
 mod thread_pool;
 mod time;
+mod unobserved;
 mod value_task;
 mod value_task_pool;
 mod value_task_source;
 mod wait;
+mod when;
 
 use std::future::Future;
 use std::panic::Location;
@@ -144,8 +146,8 @@ pub use awaiter::{
     SuppressThrowing,
 };
 pub use cancellation::{
-    CancelError, Cancelled, CancellationToken, CancellationTokenRegistration,
-    CancellationTokenSource,
+    CancelError, CancellationToken, CancellationTokenRegistration, CancellationTokenSource,
+    Cancelled,
 };
 pub use completion_source::{TaskCompletionSource, TaskCreationOptions};
 pub use context::{Context, ContextId};
@@ -154,12 +156,17 @@ pub use single_thread::{PumpError, SingleThreadContext, SingleThreadContextBuild
 pub use task::{Task, TaskAwaiter, TaskId, TaskStatus};
 pub use thread_pool::ThreadPool;
 pub use time::{delay, yield_now, Clock, ClockError, YieldNow};
+pub use unobserved::{
+    reset_async_void_error_handler, reset_unobserved_error_hook, set_async_void_error_handler,
+    set_unobserved_error_hook, start_void, UnhandledKind, UnhandledTaskError,
+};
 pub use value_task::{ValueTask, ValueTaskAwaiter};
 pub use value_task_pool::{PooledValueTaskSource, ValueTaskProducer, ValueTaskSourcePool};
 pub use value_task_source::{
     ManualResetValueTaskSourceCore, Refused, SourceErrorKind, ValueTaskSource, ValueTaskSourceError,
 };
 pub use wait::{WaitError, WouldDeadlock};
+pub use when::{when_all, when_any, when_each, WhenAnyError, WhenEach};
 
 /// Deliberate bugs for the models (model builds only; see `sync::knobs`).
 #[cfg(any(loom, shuttle))]
@@ -180,6 +187,8 @@ where
     T: Send + 'static,
 {
     let (task, raw) = raw_task::RawTask::spawn_parts(future, Location::caller(), false);
+    task.core
+        .set_hooks(Context::current().map(|context| context.hooks().clone()));
     raw_task::RawTask::run_now(&raw);
     if !task_cache::ENABLED {
         return task;

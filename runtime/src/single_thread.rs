@@ -31,6 +31,7 @@ use crate::error::{SpawnError, TaskError};
 use crate::sync::{self, Arc, Condvar, JoinHandle, Mutex, ThreadId};
 use crate::task::Task;
 use crate::task_core::Waiter;
+use crate::unobserved::Hooks;
 use crate::wait::WaitError;
 
 /// What a blocking wait does on a single-thread context's own thread when it would
@@ -65,6 +66,7 @@ pub(crate) struct SingleShared {
     dedicated: bool,
     state: Mutex<SingleState>,
     work: Condvar,
+    pub(crate) hooks: Arc<Hooks>,
 }
 
 struct SingleState {
@@ -130,6 +132,7 @@ impl SingleThreadContextBuilder {
                 idle: false,
             }),
             work: Condvar::new(),
+            hooks: Hooks::new(),
         })
     }
 }

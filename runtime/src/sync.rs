@@ -60,6 +60,7 @@ pub(crate) use primitive::{Arc, AtomicBool, JoinHandle, MutexGuard, Ordering, Th
 
 use crate::context::{Context, Job};
 use crate::raw_task::RawTask;
+use crate::unobserved::{UnhandledKind, UnhandledTaskError};
 
 /// A mutex whose `lock` cannot fail (rule 1).
 pub(crate) struct Mutex<T>(primitive::RawMutex<T>);
@@ -366,6 +367,60 @@ pub(crate) fn default_pool() -> Option<Context> {
 }
 
 // ---------------------------------------------------------------------------------------
+// The process-wide unobserved-error hook and async-void handler (unobserved.rs rule 3).
+// Model builds keep them per OS thread (where loom and shuttle run all of a model's
+// threads), so models running in parallel do not see each other's hooks.
+
+/// A process-wide hook as stored (not a facade `Arc`: it outlives every model execution).
+pub(crate) type GlobalHook = Box<dyn Fn(&UnhandledTaskError) + Send + Sync + 'static>;
+
+#[cfg(not(any(loom, shuttle)))]
+type GlobalHooks = [Option<std::sync::Arc<GlobalHook>>; 2];
+#[cfg(not(any(loom, shuttle)))]
+static GLOBAL_HOOKS: std::sync::RwLock<GlobalHooks> = std::sync::RwLock::new([None, None]);
+
+#[cfg(any(loom, shuttle))]
+std::thread_local! {
+    static GLOBAL_HOOKS: RefCell<[Option<std::rc::Rc<GlobalHook>>; 2]> =
+        const { RefCell::new([None, None]) };
+}
+
+fn hook_index(kind: UnhandledKind) -> usize {
+    match kind {
+        UnhandledKind::Unobserved => 0,
+        UnhandledKind::AsyncVoid => 1,
+    }
+}
+
+/// Runs `f` with the process-wide hook of `kind` (`None` if unset), outside any lock.
+pub(crate) fn with_global_hook<R>(
+    kind: UnhandledKind,
+    f: impl FnOnce(Option<&GlobalHook>) -> R,
+) -> R {
+    #[cfg(not(any(loom, shuttle)))]
+    let hook = GLOBAL_HOOKS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)[hook_index(kind)]
+    .clone();
+    #[cfg(any(loom, shuttle))]
+    let hook = GLOBAL_HOOKS.with(|hooks| hooks.borrow()[hook_index(kind)].clone());
+    f(hook.as_deref())
+}
+
+/// Sets (or clears) the process-wide hook of `kind`.
+pub(crate) fn set_global_hook(kind: UnhandledKind, hook: Option<GlobalHook>) {
+    #[cfg(not(any(loom, shuttle)))]
+    {
+        let mut hooks = GLOBAL_HOOKS
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        hooks[hook_index(kind)] = hook.map(std::sync::Arc::new);
+    }
+    #[cfg(any(loom, shuttle))]
+    GLOBAL_HOOKS.with(|hooks| hooks.borrow_mut()[hook_index(kind)] = hook.map(std::rc::Rc::new));
+}
+
+// ---------------------------------------------------------------------------------------
 // Test knobs: deliberate bugs, for proving that the models catch them.
 
 /// Deliberate bugs a model can switch on, to show that the property it checks can fail.
@@ -435,6 +490,17 @@ pub mod knobs {
         /// so an `unregister` meanwhile "removes" it and returns `true` although the
         /// callback ran.
         CancelRemoveAfterRun = 262144,
+        /// `when_any` leaves its continuations on the losing inputs (a leak of wakers).
+        WhenAnyKeepLosers = 524288,
+        /// `when_all` counts arrivals with a read and a write under separate locks, so two
+        /// inputs completing together can both miss (or both see) the last arrival.
+        WhenAllRacyCount = 1048576,
+        /// `when_each` takes the consumer's waker before queueing the completed input, in
+        /// a separate lock: a poll in between parks with nothing left to wake it.
+        WhenEachLostWake = 2097152,
+        /// The unobserved-error check forgets whether it already reported, so the last
+        /// handle's drop and the completion can both report the same fault.
+        UnobservedDoubleReport = 4194304,
     }
 
     // A plain OS thread-local on purpose: see the type's docs.
@@ -480,6 +546,10 @@ pub(crate) mod knobs {
         CancelFifo,
         CancelFlagLate,
         CancelRemoveAfterRun,
+        WhenAnyKeepLosers,
+        WhenAllRacyCount,
+        WhenEachLostWake,
+        UnobservedDoubleReport,
     }
 
     #[inline(always)]

@@ -71,6 +71,7 @@ pub struct Task<T> {
 
 impl<T> Task<T> {
     pub(crate) fn from_parts(core: Arc<TaskCore<T>>, producer: Option<Arc<RawTask>>) -> Self {
+        core.acquire_handle();
         Task {
             core,
             producer,
@@ -78,8 +79,28 @@ impl<T> Task<T> {
         }
     }
 
+    /// The parts, holding one handle of the task (unobserved.rs rule 2): the caller
+    /// releases it with `TaskCore::release_handle`.
     pub(crate) fn into_parts(self) -> (Arc<TaskCore<T>>, Option<Arc<RawTask>>) {
-        (self.core, self.producer)
+        self.core.acquire_handle();
+        (self.core.clone(), self.producer.clone())
+    }
+
+    /// How many continuations are registered on this task now (awaits in flight, and the
+    /// combinators waiting for it). For leak checks in tests and models.
+    #[doc(hidden)]
+    pub fn registered_continuations(&self) -> usize {
+        self.core.waiter_count()
+    }
+
+    /// Lets the task run on without a handle (fire-and-forget that stays accountable): if
+    /// it faults and nobody observed the error, the error is reported to the
+    /// unobserved-error hook when it completes (see [`set_unobserved_error_hook`]). The
+    /// same as dropping the handle, said out loud.
+    ///
+    /// [`set_unobserved_error_hook`]: crate::set_unobserved_error_hook
+    pub fn detach(self) {
+        drop(self);
     }
 
     /// A task that already succeeded with `value`.
@@ -173,8 +194,10 @@ impl<T> Task<T> {
 
 impl<T: Clone> Task<T> {
     /// The outcome if the task has completed, without blocking.
+    ///
+    /// Reading an error observes it: it will not be reported as unobserved.
     pub fn outcome(&self) -> Option<Result<T, TaskError>> {
-        self.core.with_outcome(|outcome| outcome.cloned())
+        self.core.with_outcome_observing(|outcome| outcome.cloned())
     }
 
     /// Blocks the calling thread until the task completes (C#'s `.Result` / `.Wait()`).
@@ -241,7 +264,8 @@ where
     token.throw_if_cancellation_requested()?;
     match future.await {
         Err(error) if error.is_canceled() => {
-            let ours = error.cancellation_token() == Some(&token) && token.is_cancellation_requested();
+            let ours =
+                error.cancellation_token() == Some(&token) && token.is_cancellation_requested();
             if ours {
                 Err(error)
             } else {
@@ -324,7 +348,8 @@ impl<T: Clone + Send + 'static> Task<T> {
             let source = self.core.clone();
             let race = race.clone();
             Waiter::Callback(Box::new(move || {
-                let outcome = source.with_outcome(|outcome| outcome.cloned());
+                // Passing the error on observes it (unobserved.rs rule 1).
+                let outcome = source.with_outcome_observing(|outcome| outcome.cloned());
                 if let Some(outcome) = outcome {
                     if core.try_complete(outcome).is_ok() {
                         race.finish();
@@ -361,6 +386,16 @@ impl Task<()> {
 impl<T> Clone for Task<T> {
     fn clone(&self) -> Self {
         Task::from_parts(self.core.clone(), self.producer.clone())
+    }
+}
+
+/// The last handle of a faulted task whose error nobody observed reports it (see
+/// `unobserved.rs`).
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        // An await in flight is a handle of its own: end it first.
+        self.awaiting = None;
+        self.core.release_handle();
     }
 }
 
@@ -415,6 +450,7 @@ pub struct TaskAwaiter<T> {
 
 impl<T> TaskAwaiter<T> {
     fn new(core: Arc<TaskCore<T>>, producer: Option<Arc<RawTask>>) -> Self {
+        core.acquire_handle();
         TaskAwaiter {
             core,
             producer,
@@ -441,7 +477,7 @@ impl<T: Clone> Awaiter for TaskAwaiter<T> {
 
     fn get_result(&mut self) -> Result<T, TaskError> {
         self.key = None;
-        self.core.with_outcome(|outcome| match outcome {
+        self.core.with_outcome_observing(|outcome| match outcome {
             Some(outcome) => outcome.clone(),
             None => Err(TaskError::from_faults(vec![message(
                 "TaskAwaiter::get_result was called before the task completed; call it only \
@@ -460,6 +496,7 @@ impl<T> Drop for TaskAwaiter<T> {
         if let Some(key) = self.key.take() {
             self.core.unregister(key);
         }
+        self.core.release_handle();
     }
 }
 

@@ -19,14 +19,20 @@
 //!    registration order. Either way, continuations start in registration order.
 //! 4. Unregistering (a dropped awaiter) removes its waiter under the lock; a waiter already
 //!    taken by a completion is simply not found.
+//! 5. Handles and observation (see `unobserved.rs`): the core counts its handles (`Task`
+//!    values and awaits in flight) and whether its error was observed. "Report the
+//!    unobserved fault" is decided under the lock, by whichever comes last of {the last
+//!    handle dropped, the completion}, and marks it reported: so it happens exactly once,
+//!    and never for an error that was observed first.
 
 use std::panic::Location;
 
 use crate::awaiter::Continuation;
 use crate::error::TaskError;
 use crate::sync::knobs::{self, Knob};
-use crate::sync::{self, Mutex};
+use crate::sync::{self, Arc, Mutex};
 use crate::task::{TaskId, TaskStatus};
+use crate::unobserved::{self, Hooks};
 
 /// Something waiting for a task to complete.
 pub(crate) enum Waiter {
@@ -47,6 +53,12 @@ struct CoreState<T> {
     outcome: Option<Result<T, TaskError>>,
     waiters: Vec<(u64, Waiter)>,
     next_key: u64,
+    /// Rule 5.
+    handles: usize,
+    observed: bool,
+    reported: bool,
+    /// The hooks of the context the task was spawned onto (`None`: the global hook).
+    hooks: Option<Arc<Hooks>>,
 }
 
 impl<T> TaskCore<T> {
@@ -62,6 +74,10 @@ impl<T> TaskCore<T> {
                 outcome: None,
                 waiters: Vec::new(),
                 next_key: 0,
+                handles: 0,
+                observed: false,
+                reported: false,
+                hooks: None,
             }),
         }
     }
@@ -92,6 +108,75 @@ impl<T> TaskCore<T> {
         f(self.state.lock().outcome.as_ref())
     }
 
+    /// Like [`with_outcome`](Self::with_outcome), and marks an error as observed (rule 5).
+    pub(crate) fn with_outcome_observing<R>(
+        &self,
+        f: impl FnOnce(Option<&Result<T, TaskError>>) -> R,
+    ) -> R {
+        let mut state = self.state.lock();
+        if matches!(state.outcome, Some(Err(_))) {
+            state.observed = true;
+        }
+        f(state.outcome.as_ref())
+    }
+
+    /// Marks the error (if any, now or later) as observed.
+    pub(crate) fn mark_observed(&self) {
+        self.state.lock().observed = true;
+    }
+
+    /// Which context's hooks report this task's unobserved fault.
+    pub(crate) fn set_hooks(&self, hooks: Option<Arc<Hooks>>) {
+        self.state.lock().hooks = hooks;
+    }
+
+    /// How many continuations and callbacks are registered (for leak checks).
+    pub(crate) fn waiter_count(&self) -> usize {
+        self.state.lock().waiters.len()
+    }
+
+    /// Whether any handle exists now.
+    pub(crate) fn has_handles(&self) -> bool {
+        self.state.lock().handles != 0
+    }
+
+    /// A new handle (a `Task` value or an await in flight).
+    pub(crate) fn acquire_handle(&self) {
+        self.state.lock().handles += 1;
+    }
+
+    /// A handle went away; the last one reports an unobserved fault (rule 5).
+    pub(crate) fn release_handle(&self) {
+        let report = {
+            let mut state = self.state.lock();
+            state.handles = state.handles.saturating_sub(1);
+            self.take_unobserved(&mut state)
+        };
+        self.report(report);
+    }
+
+    /// The fault to report, if this is the moment (rule 5): no handles, faulted, never
+    /// observed, not yet reported.
+    fn take_unobserved(&self, state: &mut CoreState<T>) -> Option<(TaskError, Option<Arc<Hooks>>)> {
+        let reported = state.reported && !knobs::on(Knob::UnobservedDoubleReport);
+        if state.handles != 0 || state.observed || reported {
+            return None;
+        }
+        match &state.outcome {
+            Some(Err(error)) if error.is_faulted() => {
+                state.reported = true;
+                Some((error.clone(), state.hooks.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    fn report(&self, report: Option<(TaskError, Option<Arc<Hooks>>)>) {
+        if let Some((error, hooks)) = report {
+            unobserved::report_unobserved(hooks.as_ref(), self.id, self.location, error);
+        }
+    }
+
     /// Registers `waiter` (rule 2): its key, or the waiter back if the task is complete.
     pub(crate) fn register(&self, waiter: Waiter) -> Result<u64, Waiter> {
         if knobs::on(Knob::RacyRegister) && self.is_completed() {
@@ -109,10 +194,14 @@ impl<T> TaskCore<T> {
 
     /// Removes a registered waiter (rule 4); false if a completion already took it.
     pub(crate) fn unregister(&self, key: u64) -> bool {
-        let mut state = self.state.lock();
-        let before = state.waiters.len();
-        state.waiters.retain(|(k, _)| *k != key);
-        state.waiters.len() != before
+        let removed = {
+            let mut state = self.state.lock();
+            let position = state.waiters.iter().position(|(k, _)| *k == key);
+            position.map(|index| state.waiters.remove(index))
+        };
+        // Dropped unlocked: a combinator's callback owns a handle of this very task, and
+        // releasing it takes this lock.
+        removed.is_some()
     }
 
     /// Completes the task (rule 1), or hands the outcome back if it was already complete.
@@ -136,6 +225,9 @@ impl<T> TaskCore<T> {
             std::mem::take(&mut state.waiters)
         };
         self.run_waiters(waiters);
+        // After the waiters: an internal one (when_all, wait_async) may have observed it.
+        let report = self.take_unobserved(&mut self.state.lock());
+        self.report(report);
         Ok(())
     }
 

@@ -40,6 +40,7 @@ use crate::sync::{
     self, Arc, Condvar, Injector, JoinHandle, Mutex, Steal, Stealer, Worker, WorkerSlot,
 };
 use crate::task::Task;
+use crate::unobserved::Hooks;
 
 /// A pool of worker threads with work stealing.
 ///
@@ -57,6 +58,7 @@ pub(crate) struct PoolShared {
     stealers: Vec<Stealer<Job>>,
     sleep: Mutex<SleepState>,
     wake: Condvar,
+    pub(crate) hooks: Arc<Hooks>,
 }
 
 struct SleepState {
@@ -83,6 +85,7 @@ impl ThreadPool {
                 shutdown: false,
             }),
             wake: Condvar::new(),
+            hooks: Hooks::new(),
         });
         let handles = queues
             .into_iter()

@@ -126,7 +126,7 @@ impl Clock {
     pub fn system() -> Clock {
         #[cfg(not(any(loom, shuttle)))]
         {
-            static SYSTEM: std::sync::OnceLock<Clock> = std::sync::OnceLock::new();
+            static SYSTEM: sync::OnceLock<Clock> = sync::OnceLock::new();
             SYSTEM
                 .get_or_init(|| Clock::with_kind(Kind::System(std::time::Instant::now())))
                 .clone()
@@ -217,7 +217,10 @@ impl Clock {
         let mut timers = self.inner.timers.lock();
         let seq = timers.next_seq;
         timers.next_seq += 1;
-        let is_first = timers.queue.first_key_value().is_none_or(|(key, _)| due < key.0);
+        let is_first = timers
+            .queue
+            .first_key_value()
+            .is_none_or(|(key, _)| due < key.0);
         timers.queue.insert((due, seq), callback);
         self.notify_timer_thread(timers, is_first);
         Some(TimerKey { due, seq })
@@ -244,7 +247,9 @@ impl Clock {
             timers.thread_started = true;
             drop(timers);
             let inner = self.inner.clone();
-            sync::spawn_thread("taskcheck-timer".to_owned(), move || run_timer_thread(&inner));
+            sync::spawn_thread("taskcheck-timer".to_owned(), move || {
+                run_timer_thread(&inner)
+            });
         } else if is_first {
             drop(timers);
             self.inner.timer_thread_wake.notify_one();
@@ -289,7 +294,10 @@ impl Clock {
             let token_for_error = token.clone();
             let race = race.clone();
             token.register(move || {
-                if core.try_complete(Err(TaskError::canceled_by(&token_for_error))).is_ok() {
+                if core
+                    .try_complete(Err(TaskError::canceled_by(&token_for_error)))
+                    .is_ok()
+                {
                     race.finish();
                 }
             })

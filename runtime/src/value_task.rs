@@ -59,6 +59,13 @@ struct TaskRef<T> {
     key: Option<u64>,
 }
 
+/// A `TaskRef` holds a handle of its task (unobserved.rs rule 2), taken by `into_parts`.
+impl<T> Drop for TaskRef<T> {
+    fn drop(&mut self) {
+        self.core.release_handle();
+    }
+}
+
 impl<T, S: ValueTaskSource<T>> ValueTask<T, S> {
     /// A value task that already has `value` (no allocation).
     pub fn from_result(value: T) -> Self {
@@ -91,7 +98,7 @@ impl<T, S: ValueTaskSource<T>> ValueTask<T, S> {
         T: Clone,
     {
         let read: fn(&TaskCore<T>) -> Option<Result<T, TaskError>> =
-            |core| core.with_outcome(|outcome| outcome.cloned());
+            |core| core.with_outcome_observing(|outcome| outcome.cloned());
         let (core, producer) = task.into_parts();
         ValueTask {
             repr: Repr::Task(TaskRef {
