@@ -94,6 +94,39 @@
 //! assert_eq!(total.unwrap(), 3);
 //! ```
 //!
+//! Cancellation is cooperative, as in .NET: a token asks, the code decides. Callbacks run
+//! on the cancelling thread, last registered first; time comes from a [`Clock`] that tests
+//! advance by hand:
+//!
+//! ```
+//! use std::time::Duration;
+//! use taskcheck::{CancellationTokenSource, Clock};
+//!
+//! let clock = Clock::manual();
+//! let source = CancellationTokenSource::with_clock(clock.clone());
+//! let token = source.token();
+//! let delay = clock.delay(Duration::from_secs(5), &token);
+//! source.cancel_after(Duration::from_secs(1)).unwrap();
+//! clock.advance(Duration::from_secs(1)).unwrap(); // the timer fires here, not before
+//! assert!(delay.is_canceled());
+//! assert_eq!(delay.outcome().unwrap().unwrap_err().cancellation_token(), Some(&token));
+//! ```
+//!
+//! Combinators wait for several tasks; a fault nobody observed is reported once, when the
+//! last handle of its task is dropped:
+//!
+//! ```
+//! use taskcheck::{when_all, when_any, TaskCompletionSource, TaskError};
+//!
+//! let (a, b) = (TaskCompletionSource::new(), TaskCompletionSource::new());
+//! let all = when_all([a.task(), b.task()]);
+//! let first = when_any([a.task(), b.task()]).unwrap();
+//! b.set_result(2).unwrap();
+//! a.set_result(1).unwrap();
+//! assert_eq!(all.outcome().unwrap().unwrap(), vec![1, 2]); // input order
+//! assert_eq!(first.outcome().unwrap().unwrap().id(), b.task().id()); // first to complete
+//! ```
+//!
 //! # Where things live
 //!
 //! | module | what |
@@ -105,6 +138,10 @@
 //! | `awaiter` | the awaiter contract ([`Awaitable`], [`Awaiter`]) and `configure_await` |
 //! | `context`, `thread_pool`, `single_thread` | [`Context`], [`ThreadPool`], [`SingleThreadContext`] |
 //! | `wait` | blocking waits: inlining what they depend on, and the deadlock proof |
+//! | `cancellation` | [`CancellationTokenSource`], [`CancellationToken`], [`CancellationTokenRegistration`] |
+//! | `time` | [`Clock`] (system or manual), [`delay`], [`yield_now`], the timers behind timeouts |
+//! | `when` | [`when_all`], [`when_any`], [`when_each`] |
+//! | `unobserved` | unobserved-error reports, their hooks, and [`start_void`] (C#'s `async void`) |
 //! | `sync` | the std / loom / shuttle facade: the only file that names a primitive |
 //!
 //! # Lazy and eager starts
