@@ -16,9 +16,10 @@
 //!    due (a zero delay): it fires from the timer path — the system clock's thread, or the
 //!    next `advance` of a manual clock (even `advance(Duration::ZERO)`).
 //! 2. Timers due at the same instant fire in the order they were scheduled.
-//! 3. A deadline beyond the clock's range (`now + d` overflows, e.g. `Duration::MAX`) never
-//!    falls due: that is Rust's spelling of .NET's `Timeout.InfiniteTimeSpan`, documented
-//!    here instead of an error. Rust's `Duration` cannot be negative, so .NET's
+//! 3. `Duration::MAX`, and any delay whose deadline is beyond the clock's range (`now + d`
+//!    overflows), never falls due: that is Rust's spelling of .NET's
+//!    `Timeout.InfiniteTimeSpan`, documented here instead of an error. Nothing is scheduled
+//!    for it. Rust's `Duration` cannot be negative, so .NET's
 //!    `ArgumentOutOfRangeException` for negative delays has no counterpart.
 //! 4. Cancelling a timer returns whether it removed it; `false` means it already fired or
 //!    is firing. Timer callbacks run without any clock lock held, so they may schedule and
@@ -213,6 +214,9 @@ impl Clock {
     /// when the deadline is beyond the clock's range: such a timer would never fire, so
     /// nothing is scheduled.
     pub(crate) fn schedule(&self, delay: Duration, callback: TimerCallback) -> Option<TimerKey> {
+        if delay == Duration::MAX {
+            return None;
+        }
         let due = self.now().checked_add(delay)?;
         let mut timers = self.inner.timers.lock();
         let seq = timers.next_seq;

@@ -14,6 +14,7 @@
 //! | [`context_capture`] | where the code after an `await` runs, for tasks and custom awaitables |
 //! | [`completion_source`] | abandoned sources; inline vs asynchronous continuations |
 //! | [`shutdown`] | work refused or abandoned by a context that is gone; who may pump |
+//! | [`cancellation`] | tokens ask, code decides; swallowed cancellations; `Task.Run` with a token; timeout versus cancellation |
 //!
 //! Run one scenario with `cargo test -p taskcheck-tests --test scenarios ui_deadlock`, and
 //! add `-- --nocapture` to read the deadlock reports the tests print.
@@ -22,6 +23,7 @@
 // (`--cfg loom` / `--cfg shuttle`) have neither, and tokio-test does not build there.
 #![cfg(not(any(loom, shuttle)))]
 
+mod cancellation;
 mod completion_source;
 mod context_capture;
 mod panics;
