@@ -205,6 +205,10 @@ pub use value_task_source::{
 pub use wait::{WaitError, WouldDeadlock};
 pub use when::{when_all, when_any, when_each, WhenAnyError, WhenEach};
 
+/// The trait [`WhenEach`] implements (`futures_core::Stream`), re-exported so a caller can
+/// poll it without depending on `futures-core` itself.
+pub use futures_core::Stream;
+
 /// Deliberate bugs for the models (model builds only; see `sync::knobs`).
 #[cfg(any(loom, shuttle))]
 #[doc(hidden)]
