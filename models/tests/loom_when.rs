@@ -343,10 +343,10 @@ mod when_each {
     use std::pin::Pin;
     use std::task::{Context as PollContext, Poll, Wake, Waker};
 
-    use taskcheck::Stream;
     use loom::sync::Notify;
     use loom::thread;
     use taskcheck::knobs::{with_knob, Knob};
+    use taskcheck::Stream;
     use taskcheck::{when_each, CancellationToken, TaskCompletionSource};
     use taskcheck_models::{loom_expect_failure, loom_model};
 
