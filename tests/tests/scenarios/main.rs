@@ -14,6 +14,7 @@
 //! | [`context_capture`] | where the code after an `await` runs, for tasks and custom awaitables |
 //! | [`completion_source`] | abandoned sources; inline vs asynchronous continuations |
 //! | [`shutdown`] | work refused or abandoned by a context that is gone; who may pump |
+//! | [`patterns`] | the seed's patterns and traps, with exact costs: wrappers, serial awaits vs `when_all`, closures vs fns, `when_each` vs batches, hoisting, fire-and-forget, `async void` |
 //! | [`cancellation`] | tokens ask, code decides; swallowed cancellations; `Task.Run` with a token; timeout versus cancellation |
 //!
 //! Run one scenario with `cargo test -p taskcheck-tests --test scenarios ui_deadlock`, and
@@ -27,6 +28,7 @@ mod cancellation;
 mod completion_source;
 mod context_capture;
 mod panics;
+mod patterns;
 mod shared_task;
 mod shutdown;
 mod task_run_layering;
