@@ -3,7 +3,8 @@
 //!
 //! # Rules
 //!
-//! 1. **Observing** a faulted task's error is: awaiting it, reading it
+//! 1. **Observing** a faulted task's error is: awaiting it (an await with
+//!    `suppress_throwing()` does not take the error, so it does not observe it), reading it
 //!    ([`Task::outcome`](crate::Task::outcome)), a blocking [`Task::wait`](crate::Task::wait),
 //!    feeding the task to [`when_all`](crate::when_all), or a
 //!    [`wait_async`](crate::Task::wait_async) that passes it on. Status queries and winning
