@@ -35,7 +35,7 @@
 //!
 //! A loom model:
 //!
-//! ```ignore
+//! ```text
 //! #![cfg(loom)]
 //! use taskcheck_models::loom_model;
 //!
