@@ -1730,9 +1730,15 @@ mod clock_rule_3_infinite {
         source.cancel_after(Duration::MAX).unwrap();
         let forever = clock.delay(Duration::MAX, &none);
         let pending = TaskCompletionSource::<u32>::new();
-        let waited = pending.task().wait_async_on(&clock, Some(Duration::MAX), &none);
+        let waited = pending
+            .task()
+            .wait_async_on(&clock, Some(Duration::MAX), &none);
 
-        assert_eq!(clock.pending_timers(), 0, "an infinite delay schedules nothing");
+        assert_eq!(
+            clock.pending_timers(),
+            0,
+            "an infinite delay schedules nothing"
+        );
         assert_eq!(clock.advance(Duration::MAX), Ok(0));
         assert!(!source.is_cancellation_requested());
         assert_eq!(forever.status(), TaskStatus::Pending);
