@@ -12,17 +12,29 @@
 //! |---|---|---|
 //! | [`value_task_source`] | `ManualResetValueTaskSourceCore`: tokens, one completion, one continuation, one take, reset | [`value_task_source::run_against_runtime`] |
 //! | [`value_task_pool`] | `ValueTaskSourcePool`: rent, producer, consumer (`ValueTask` status, await, drop), return of the slot | [`value_task_pool::run_against_runtime`] |
+//! | [`cancellation`] | Cancellation sources, tokens and registrations on a manual `Clock`: LIFO callbacks and their failures, idempotent cancel, inline register, unregister, linked sources, `cancel_after` timers, dispose, `try_reset` | [`cancellation::run_against_runtime`] |
+//! | [`combinators`] | `when_all` / `when_any` / `when_each` over completion sources complete before or after the call (duplicates, empty lists, token cancellation), and the unobserved-error reports when handles are dropped | [`combinators::run_against_runtime`] |
+//! | [`program`] | Whole programs: completion sources, eager and lazy tasks (awaits, faults, panics, token checks), cancellation with linked sources and timers, `when_all` / `when_any`, waits, dropped handles; every interleaving's outcome, callback order and unobserved reports | [`program::check_program`] (`program::run_expectation` under shuttle) |
 //!
 //! Operations derive [`arbitrary::Arbitrary`] (fuzzing) and implement proptest's
 //! `Arbitrary` (properties) from the same enum.
 //!
 //! The crate runs the std build of the runtime. Under `--cfg loom` / `--cfg shuttle` it is
 //! empty, so a model build of the whole workspace skips it.
+//! The exception is [`program`], which is also built under `--cfg shuttle`: its driver runs
+//! inside shuttle executions in `tests/program_shuttle.rs`.
 
 #![warn(missing_docs)]
 
 #[cfg(not(any(loom, shuttle)))]
+pub mod cancellation;
+#[cfg(not(any(loom, shuttle)))]
+pub mod combinators;
+#[cfg(not(any(loom, shuttle)))]
 mod harness;
+// Also built under `--cfg shuttle`: `tests/program_shuttle.rs` runs it in shuttle executions.
+#[cfg(not(loom))]
+pub mod program;
 #[cfg(not(any(loom, shuttle)))]
 pub mod value_task_pool;
 #[cfg(not(any(loom, shuttle)))]
