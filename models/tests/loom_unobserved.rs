@@ -14,8 +14,10 @@
 //!
 //! ## Properties (correct code, every execution passes)
 //!
-//! - [`last_drop_races_completion_reports_once`] (rule 2): a completion source's task
-//!   faults on one thread while another drops the task's only handle; nobody observes.
+//! - [`last_drop_races_completion_reports_once`] (rule 2): a method's task faults on one
+//!   thread (the thread that opens the gate its body awaits) while another drops the task's
+//!   only handle; nobody observes. (A method, not a completion source: a source is a handle
+//!   of its task, so its task cannot complete with no handle left.)
 //!   Exactly one report, of that task and error, by whichever of {the drop, the
 //!   completion} came last (loom reaches both); and as soon as both have returned, it has
 //!   happened (it is never left for later).
@@ -157,12 +159,23 @@ impl Cases {
 // ---------------------------------------------------------------------------------------
 // 4. The last handle's drop racing the completion
 
-/// Thread A faults the source; thread B drops the task's only handle. Each, once its own
-/// step returned, looks whether the other's has too; if so, the report must be done.
+/// A method (started eagerly) that faults once `gate` opens. Its body is not a handle of
+/// its task, so the task can complete with no handle left — unlike a completion source's
+/// task, whose source is a handle until it is dropped.
+fn faults_after(gate: Task<()>) -> Task<u32> {
+    taskcheck::start(async move {
+        gate.await?;
+        Err(TaskError::from_error(Boom("a")))
+    })
+}
+
+/// Thread A opens the gate, so the method faults there; thread B drops the task's only
+/// handle. Each, once its own step returned, looks whether the other's has too; if so, the
+/// report must be done.
 fn last_drop_races_completion_model() -> bool {
     let reports = Reports::install();
-    let source = TaskCompletionSource::<u32>::new();
-    let task = source.task();
+    let gate = TaskCompletionSource::<()>::new();
+    let task = faults_after(gate.task());
     let id = task.id();
     let completed = Arc::new(AtomicBool::new(false));
     let dropped = Arc::new(AtomicBool::new(false));
@@ -170,8 +183,8 @@ fn last_drop_races_completion_model() -> bool {
     let completer = {
         let (completed, dropped, reports) = (completed.clone(), dropped.clone(), reports.clone());
         thread::spawn(move || {
-            source.set_exception(Boom("a")).expect("the only completer");
-            drop(source);
+            gate.set_result(()).expect("the only completer");
+            drop(gate);
             completed.store(true, Ordering::SeqCst);
             dropped.load(Ordering::SeqCst).then(|| reports.count())
         })
@@ -235,16 +248,18 @@ fn double_report_when_the_last_drop_races_completion() {
     );
 }
 
-/// Thread A faults the source; thread B drops one handle; the main thread reads the
-/// outcome through the other handle and drops it. Observed XOR reported.
+/// Thread A opens the gate, so the method faults there; thread B drops one handle; the
+/// main thread reads the outcome through the other handle and drops it. Observed XOR
+/// reported.
 fn observer_xor_report_model() -> bool {
     let reports = Reports::install();
-    let source = TaskCompletionSource::<u32>::new();
-    let (dropped_handle, read_handle) = (source.task(), source.task());
+    let gate = TaskCompletionSource::<()>::new();
+    let faulting = faults_after(gate.task());
+    let (dropped_handle, read_handle) = (faulting.clone(), faulting);
     let id = read_handle.id();
 
     let completer = thread::spawn(move || {
-        source.set_exception(Boom("a")).expect("the only completer");
+        gate.set_result(()).expect("the only completer");
     });
     let dropper = thread::spawn(move || drop(dropped_handle));
 

@@ -23,7 +23,8 @@
 //!    ([`CancellationToken::none`]) or on a disposed, uncanceled source stores nothing.
 //! 4. **Unregister never waits** and returns whether it removed the callback: for a
 //!    registration on a live source, exactly one of {`unregister` returned `true`, the
-//!    callback ran} happens.
+//!    callback ran} happens — unless a `try_reset` dropped the callback first (rule 9:
+//!    then neither).
 //! 5. **Dropping a registration** (or [`dispose`](CancellationTokenRegistration::dispose))
 //!    unregisters it and, if its callback is running on another thread, waits until it has
 //!    finished: once the drop returns, the callback is not running and never will. Called
@@ -43,7 +44,9 @@
 //!    source from its parents. Afterwards `cancel`, `cancel_after` and `try_reset` return
 //!    [`CancelError::Disposed`]; the token keeps reporting the state it had; registering on
 //!    an uncanceled disposed source stores nothing (.NET's behaviour). Callbacks registered
-//!    before stay registered (so rule 4 still holds for them) but can no longer run.
+//!    before stay registered (so rule 4 still holds for them: `unregister` returns `true`)
+//!    but can no longer run, and their closures are dropped at the dispose (so what they
+//!    own — a delay's task, a linked source — is released).
 //! 9. **`try_reset`** returns a never-canceled source to its initial state for reuse: it
 //!    stops the timer and drops every registered callback without running it (their
 //!    `unregister` then returns `false`, as in .NET). It returns `false`, changing nothing,
@@ -83,8 +86,10 @@ struct SourceInner {
 }
 
 struct State {
-    /// Registered callbacks, oldest first; cancel pops from the end (LIFO).
-    callbacks: Vec<(u64, Callback)>,
+    /// Registered callbacks, oldest first; cancel pops from the end (LIFO). `None` is a
+    /// callback dropped by dispose: still registered (so `unregister` returns `true`), but
+    /// its closure is gone, which breaks reference cycles through it (rule 8).
+    callbacks: Vec<(u64, Option<Callback>)>,
     next_id: u64,
     phase: Phase,
     disposed: bool,
@@ -251,7 +256,9 @@ impl CancellationTokenSource {
     }
 
     /// A source canceled when any of `parents` is (.NET's `CreateLinkedTokenSource`),
-    /// on the system clock. See rule 6.
+    /// on the system clock. See rule 6. An empty list gives a source with no parent, like
+    /// [`new`](Self::new) (.NET throws `ArgumentException` there; nothing is ambiguous about
+    /// it in Rust, where the list cannot be null).
     pub fn linked(parents: &[CancellationToken]) -> Self {
         Self::linked_with_clock(parents, Clock::system())
     }
@@ -358,14 +365,31 @@ impl CancellationTokenSource {
     /// Disposes the source now (rule 8); dropping it does the same. Idempotent.
     pub fn dispose(&self) {
         let inner = &self.inner;
-        let (timer, links) = {
+        let (timer, links, closures) = {
             let mut state = inner.state.lock();
             if state.disposed {
                 return;
             }
             state.disposed = true;
-            (state.timer.take(), std::mem::take(&mut state.links))
+            // The callbacks can no longer run (cancel now refuses), unless a cancel is
+            // running them right now: drop their closures, keep their registrations.
+            let closures: Vec<Callback> = if matches!(state.phase, Phase::Notifying { .. }) {
+                Vec::new()
+            } else {
+                state
+                    .callbacks
+                    .iter_mut()
+                    .filter_map(|(_, callback)| callback.take())
+                    .collect()
+            };
+            (
+                state.timer.take(),
+                std::mem::take(&mut state.links),
+                closures,
+            )
         };
+        // Closures may own registrations or tasks: dropped outside the lock.
+        drop(closures);
         if let Some(timer) = timer {
             inner.clock.cancel_timer(timer);
         }
@@ -441,9 +465,11 @@ impl SourceInner {
                     state.callbacks.pop()
                 };
                 let Some((id, callback)) = next else { break };
+                // A closure dropped by a dispose during this cancel's first steps: skip it.
+                let Some(callback) = callback else { continue };
                 if knobs::on(Knob::CancelRemoveAfterRun) {
                     // The deliberate bug: a placeholder stays listed while the callback runs.
-                    state.callbacks.push((id, Box::new(Vec::new)));
+                    state.callbacks.push((id, Some(Box::new(Vec::new))));
                 }
                 if let Phase::Notifying { executing, .. } = &mut state.phase {
                     *executing = Some(id);
@@ -578,7 +604,7 @@ impl CancellationToken {
         }
         let id = state.next_id;
         state.next_id += 1;
-        state.callbacks.push((id, callback));
+        state.callbacks.push((id, Some(callback)));
         Ok(CancellationTokenRegistration {
             inner: Some(inner.clone()),
             id,
@@ -586,8 +612,9 @@ impl CancellationToken {
     }
 
     /// A future that completes once cancellation is requested; it never completes for a
-    /// token that cannot be canceled. No wake-up is lost: the future registers its waker
-    /// under the source's lock, where cancel reads the callbacks.
+    /// token that cannot be canceled. No wake-up is lost: the future stores its waker where
+    /// its registered callback will find it, then looks at the flag again (the flag is
+    /// raised before any callback runs).
     pub fn cancelled(&self) -> Cancelled {
         Cancelled {
             token: self.clone(),

@@ -64,9 +64,11 @@ impl<T> TaskCompletionSource<T> {
 
     fn with_options_at(options: TaskCreationOptions, location: &'static Location<'static>) -> Self {
         let asynchronous = options.contains(TaskCreationOptions::RUN_CONTINUATIONS_ASYNCHRONOUSLY);
-        TaskCompletionSource {
-            core: Arc::new(TaskCore::new(location, asynchronous)),
-        }
+        let core = Arc::new(TaskCore::new(location, asynchronous));
+        // The source is a handle of its task (unobserved.rs rule 2): while it lives, anyone
+        // may still take the task and observe its outcome, as .NET's source keeps its task.
+        core.acquire_handle();
+        TaskCompletionSource { core }
     }
 
     /// The task this source completes.
@@ -128,13 +130,14 @@ impl<T> Drop for TaskCompletionSource<T> {
             "its TaskCompletionSource (created at {}) was dropped without completing it",
             self.core.location
         );
-        // Nobody can ever see an abandonment of a task nobody holds: do not report it.
-        if !self.core.has_handles() {
+        // Nobody can ever see the abandonment of a task only its source holds: not reported.
+        if !self.core.is_completed() && self.core.handle_count() == 1 {
             self.core.mark_observed();
         }
         let _ = self
             .core
             .try_complete(Err(TaskError::abandoned(self.core.id, reason)));
+        self.core.release_handle();
     }
 }
 

@@ -173,6 +173,9 @@ impl Context {
         if RawTask::schedule_first(&raw, self) {
             Ok(task)
         } else {
+            // The caller gets the error instead of the task: its abandonment is not an
+            // unobserved fault.
+            task.core.mark_observed();
             Err(self.spawn_error())
         }
     }

@@ -373,8 +373,9 @@ impl fmt::Display for TimeoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "task {} did not complete within {:?}; it is still running: await it again to get \
-             its outcome, or pass a cancellation token to the operation to stop it",
+            "task {} did not complete within {:?}; the timeout only stopped the waiting: await \
+             the original task (not the wait_async result) for its outcome, or cancel the \
+             operation's own token to stop it",
             self.task, self.after
         )
     }
@@ -382,12 +383,26 @@ impl fmt::Display for TimeoutError {
 
 impl Error for TimeoutError {}
 
-/// A body ended with a cancellation that did not come from its task's token, so the task
-/// faults instead of ending Canceled (.NET's rule for `Task.Run(action, token)`).
+/// A body started with a token ([`Task::run_with_token`](crate::Task::run_with_token))
+/// ended with a cancellation that its token did not request, so the task faults instead of
+/// ending Canceled (.NET's rule for `Task.Run(action, token)`). Find it with
+/// `error.downcast_ref::<ForeignCancellation>()`.
 #[derive(Debug)]
-pub(crate) struct ForeignCancellation {
+pub struct ForeignCancellation {
     pub(crate) task: Option<TaskId>,
     pub(crate) error: TaskError,
+}
+
+impl ForeignCancellation {
+    /// The task that faulted.
+    pub fn task(&self) -> Option<TaskId> {
+        self.task
+    }
+
+    /// The cancellation the body ended with.
+    pub fn cancellation(&self) -> &TaskError {
+        &self.error
+    }
 }
 
 impl fmt::Display for ForeignCancellation {

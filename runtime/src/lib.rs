@@ -188,7 +188,7 @@ pub use cancellation::{
 };
 pub use completion_source::{TaskCompletionSource, TaskCreationOptions};
 pub use context::{Context, ContextId};
-pub use error::{CompletionError, SpawnError, TaskError, TimeoutError};
+pub use error::{CompletionError, ForeignCancellation, SpawnError, TaskError, TimeoutError};
 pub use single_thread::{PumpError, SingleThreadContext, SingleThreadContextBuilder, WaitMode};
 pub use task::{Task, TaskAwaiter, TaskId, TaskStatus};
 pub use thread_pool::ThreadPool;

@@ -498,7 +498,8 @@ pub mod knobs {
         /// `when_each` takes the consumer's waker before queueing the completed input, in
         /// a separate lock: a poll in between parks with nothing left to wake it.
         WhenEachLostWake = 2097152,
-        /// The unobserved-error check forgets whether it already reported, so the last
+        /// The unobserved-error check forgets whether it already reported, and does not
+        /// leave the decision to a completion that is running its waiters, so the last
         /// handle's drop and the completion can both report the same fault.
         UnobservedDoubleReport = 4194304,
     }

@@ -246,7 +246,15 @@ impl<T: Send + 'static> Task<T> {
     /// ends Canceled. A body that ends with a cancellation carrying `token` (while `token`
     /// is canceled) ends Canceled; any other cancellation — without a token, or from
     /// another token — faults the task, as .NET does for `Task.Run` with a token. The token
-    /// does not stop a running body: the body decides (cancellation is cooperative).
+    /// does not stop a running body: the body decides (cancellation is cooperative); nor does
+    /// it remove a queued task from its pool: a task canceled while queued ends Canceled when
+    /// a worker picks it up, without running its body.
+    ///
+    /// This is .NET's rule for `Task.Run(Action, token)`. Its `Task.Run(Func<Task>, token)`
+    /// overload is laxer (any cancellation from the inner task ends the proxy Canceled);
+    /// taskcheck keeps the stricter rule so that a cancellation the caller did not ask for
+    /// cannot pass for one it did. The fault is a
+    /// [`ForeignCancellation`](crate::ForeignCancellation) carrying the body's error.
     #[track_caller]
     pub fn run_with_token<F>(future: F, token: &CancellationToken) -> Task<T>
     where
@@ -283,6 +291,10 @@ impl<T: Clone + Send + 'static> Task<T> {
     /// Canceled, carrying `token`) — .NET's `WaitAsync(timeout, token)`. `None` waits
     /// without a time limit. This task is untouched either way: a timeout or a cancellation
     /// only stops the waiting, not the work.
+    ///
+    /// A blocking [`wait`](Self::wait) on the returned task cannot see through it to this
+    /// task's producer, so its deadlock proof does not apply there (as for a completion
+    /// source's task): on a single-thread context's own thread, await it instead.
     #[track_caller]
     pub fn wait_async(&self, timeout: Option<Duration>, token: &CancellationToken) -> Task<T> {
         self.wait_async_on(&Clock::system(), timeout, token)
@@ -290,7 +302,8 @@ impl<T: Clone + Send + 'static> Task<T> {
 
     /// [`wait_async`](Self::wait_async) with the timeout measured on `clock`.
     ///
-    /// Already complete: this task itself. `token` already canceled: a canceled task. A
+    /// Already complete, or nothing could end the wait early (no timeout, a token that can
+    /// never be canceled): this task itself. `token` already canceled: a canceled task. A
     /// zero timeout on a pending task: a task faulted with [`TimeoutError`] at once. A
     /// timeout beyond the clock's range never elapses. Whatever finishes first releases
     /// the timer, the token registration and the continuation on this task.
@@ -301,7 +314,7 @@ impl<T: Clone + Send + 'static> Task<T> {
         timeout: Option<Duration>,
         token: &CancellationToken,
     ) -> Task<T> {
-        if self.is_completed() {
+        if self.is_completed() || (timeout.is_none() && !token.can_be_canceled()) {
             return self.clone();
         }
         if token.is_cancellation_requested() {

@@ -20,10 +20,11 @@
 //! 4. Unregistering (a dropped awaiter) removes its waiter under the lock; a waiter already
 //!    taken by a completion is simply not found.
 //! 5. Handles and observation (see `unobserved.rs`): the core counts its handles (`Task`
-//!    values and awaits in flight) and whether its error was observed. "Report the
-//!    unobserved fault" is decided under the lock, by whichever comes last of {the last
-//!    handle dropped, the completion}, and marks it reported: so it happens exactly once,
-//!    and never for an error that was observed first.
+//!    values, awaits in flight, a completion source) and whether its error was observed.
+//!    "Report the unobserved fault" is decided under the lock, by whichever comes last of
+//!    {the last handle dropped, the end of the completion (after its waiters ran)}, and
+//!    marks it reported: so it happens exactly once, and never for an error that was
+//!    observed first — also not by a waiter of the completion itself.
 
 use std::panic::Location;
 
@@ -57,6 +58,10 @@ struct CoreState<T> {
     handles: usize,
     observed: bool,
     reported: bool,
+    /// The completion is running its waiters: a handle released meanwhile leaves the
+    /// report decision to the completion's final check, after the waiters (an internal
+    /// one may observe the error).
+    completing: bool,
     /// The hooks of the context the task was spawned onto (`None`: the global hook).
     hooks: Option<Arc<Hooks>>,
 }
@@ -77,6 +82,7 @@ impl<T> TaskCore<T> {
                 handles: 0,
                 observed: false,
                 reported: false,
+                completing: false,
                 hooks: None,
             }),
         }
@@ -135,9 +141,9 @@ impl<T> TaskCore<T> {
         self.state.lock().waiters.len()
     }
 
-    /// Whether any handle exists now.
-    pub(crate) fn has_handles(&self) -> bool {
-        self.state.lock().handles != 0
+    /// How many handles exist now.
+    pub(crate) fn handle_count(&self) -> usize {
+        self.state.lock().handles
     }
 
     /// A new handle (a `Task` value or an await in flight).
@@ -158,8 +164,12 @@ impl<T> TaskCore<T> {
     /// The fault to report, if this is the moment (rule 5): no handles, faulted, never
     /// observed, not yet reported.
     fn take_unobserved(&self, state: &mut CoreState<T>) -> Option<(TaskError, Option<Arc<Hooks>>)> {
-        let reported = state.reported && !knobs::on(Knob::UnobservedDoubleReport);
-        if state.handles != 0 || state.observed || reported {
+        // The deliberate bug forgets both guards: the "already reported" flag, and the
+        // hand-off that leaves the decision to a completion running its waiters.
+        let racy = knobs::on(Knob::UnobservedDoubleReport);
+        let reported = state.reported && !racy;
+        let completing = state.completing && !racy;
+        if state.handles != 0 || state.observed || reported || completing {
             return None;
         }
         match &state.outcome {
@@ -222,11 +232,16 @@ impl<T> TaskCore<T> {
                 return Err(outcome);
             }
             state.outcome = Some(outcome);
+            state.completing = true;
             std::mem::take(&mut state.waiters)
         };
         self.run_waiters(waiters);
         // After the waiters: an internal one (when_all, wait_async) may have observed it.
-        let report = self.take_unobserved(&mut self.state.lock());
+        let report = {
+            let mut state = self.state.lock();
+            state.completing = false;
+            self.take_unobserved(&mut state)
+        };
         self.report(report);
         Ok(())
     }

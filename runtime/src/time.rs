@@ -5,7 +5,9 @@
 //! `Clock`:
 //!
 //! - [`Clock::system`] follows the monotonic system clock; one background thread per
-//!   process fires its timers (production builds only).
+//!   process watches its timers and hands each one that falls due to the default pool, as
+//!   .NET's timer queue does, so a blocking callback cannot hold up the others
+//!   (production builds only).
 //! - [`Clock::manual`] stands still until [`Clock::advance`] moves it; `advance` fires the
 //!   timers that fall due on the calling thread, in due order, moving `now` to each timer's
 //!   due time as it fires it. Tests and models use it to make time explicit.
@@ -24,6 +26,9 @@
 //! 4. Cancelling a timer returns whether it removed it; `false` means it already fired or
 //!    is firing. Timer callbacks run without any clock lock held, so they may schedule and
 //!    cancel timers themselves.
+//! 5. A manual clock dropped with timers pending keeps them, and what they own, alive (a
+//!    delay's timer refers to its clock to release itself): advance it past them, or
+//!    cancel the tokens of its delays, before dropping it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -194,13 +199,14 @@ impl Clock {
                         entry.remove()
                     }
                     _ => {
-                        timers.now = target;
+                        // `max`: a timer callback may have advanced the clock further.
+                        timers.now = timers.now.max(target);
                         break;
                     }
                 }
             };
             fired += 1;
-            callback();
+            crate::context::contain_panic("a timer callback", callback);
         }
         Ok(fired)
     }
@@ -217,8 +223,15 @@ impl Clock {
         if delay == Duration::MAX {
             return None;
         }
-        let due = self.now().checked_add(delay)?;
         let mut timers = self.inner.timers.lock();
+        // `now` under the same lock as the insertion: a concurrent `advance` cannot slip in
+        // between and leave the timer overdue until the next one.
+        let now = match &self.inner.kind {
+            Kind::Manual => timers.now,
+            #[cfg(not(any(loom, shuttle)))]
+            Kind::System(origin) => origin.elapsed(),
+        };
+        let due = now.checked_add(delay)?;
         let seq = timers.next_seq;
         timers.next_seq += 1;
         let is_first = timers
@@ -325,6 +338,8 @@ impl fmt::Debug for Clock {
 /// The system clock's timer thread: fires due timers, sleeps until the earliest.
 #[cfg(not(any(loom, shuttle)))]
 fn run_timer_thread(inner: &ClockInner) {
+    use crate::context::Job;
+
     let Kind::System(origin) = &inner.kind else {
         return;
     };
@@ -340,7 +355,17 @@ fn run_timer_thread(inner: &ClockInner) {
                     .map(|(_, callback)| callback)
                     .expect("the queue's first entry was just seen");
                 drop(timers);
-                crate::context::contain_panic("a timer callback", callback);
+                // Timer callbacks run user code (cancellation callbacks, continuations of
+                // combinators): hand them to the default pool, as .NET's timer queue does,
+                // so that one blocking callback cannot stop every timer in the process.
+                let job = Job::Callback(callback);
+                let refused = match sync::default_pool() {
+                    Some(pool) => pool.post_job(job).err(),
+                    None => Some(job),
+                };
+                if let Some(job) = refused {
+                    let _ = job.run();
+                }
                 timers = inner.timers.lock();
             }
             Some(due) => timers = inner.timer_thread_wake.wait_timeout(timers, due - now),

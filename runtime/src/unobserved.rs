@@ -28,8 +28,11 @@
 //!    context as .NET posts the exception to the captured `SynchronizationContext`; with no
 //!    captured context, or if the context is shut down, it goes to the process-wide
 //!    handler ([`set_async_void_error_handler`]) on the completing thread (.NET rethrows it
-//!    on the thread pool). With none set, it is printed to stderr. Such an error is never
-//!    also reported as unobserved.
+//!    on the thread pool). If the context shuts down before running the posted report, the
+//!    report goes to the process-wide handler. With none set, it is printed to stderr. A
+//!    cancellation is reported too (.NET rethrows an `OperationCanceledException` escaping
+//!    an `async void` method like any other exception). Such an error is never also
+//!    reported as unobserved.
 //! 5. A hook or handler that panics is contained: the panic and the report are printed to
 //!    stderr, and the runtime carries on.
 
@@ -235,14 +238,13 @@ where
     let captured = Context::current();
     let task = crate::start(future);
     let core = task.core.clone();
+    // Its error goes to a handler, never to the unobserved hook (rule 4).
+    core.mark_observed();
     let (id, location) = (core.id, core.location);
     let deliver = move || {
-        let Some(Err(error)) = core.with_outcome_observing(|outcome| outcome.cloned()) else {
+        let Some(Err(error)) = core.with_outcome(|outcome| outcome.cloned()) else {
             return;
         };
-        if error.is_canceled() {
-            return;
-        }
         let report = UnhandledTaskError {
             task: id,
             spawned_at: location,
@@ -255,18 +257,43 @@ where
     {
         deliver();
     }
-    // The handle goes; the registered callback observes the error first (rule 4).
-    drop(task);
+}
+
+/// An `async void` report on its way to a context's handler. If the context drops the job
+/// without running it (it shut down first), the report goes to the process-wide handler
+/// instead of being lost (rule 4).
+struct PostedReport {
+    report: Option<UnhandledTaskError>,
+    handler: Option<Hook>,
+}
+
+impl PostedReport {
+    fn deliver(mut self) {
+        if let Some(report) = self.report.take() {
+            deliver(self.handler.take(), &report);
+        }
+    }
+}
+
+impl Drop for PostedReport {
+    fn drop(&mut self) {
+        if let Some(report) = self.report.take() {
+            deliver(None, &report);
+        }
+    }
 }
 
 fn deliver_async_void(captured: Option<Context>, report: UnhandledTaskError) {
-    if let Some(context) = captured {
-        let handler = context.hooks().error_handler();
-        let posted_report = report.clone();
-        let posted = context.post(move || deliver(handler, &posted_report));
-        if posted.is_ok() {
-            return;
+    match captured {
+        Some(context) => {
+            let posted = PostedReport {
+                report: Some(report),
+                handler: context.hooks().error_handler(),
+            };
+            // Refused (shut down): the closure is dropped, and with it the report goes to
+            // the process-wide handler here.
+            let _ = context.post(move || posted.deliver());
         }
+        None => deliver(None, &report),
     }
-    deliver(None, &report);
 }

@@ -145,7 +145,9 @@ where
             Repr::Ready(Some(Err(error))) => Task::from_error(error),
             Repr::Ready(None) => Task::from_error(already_awaited()),
             Repr::Task(mut task) => {
-                task.key = None;
+                if let Some(key) = task.key.take() {
+                    task.core.unregister(key);
+                }
                 Task::from_parts(task.core.clone(), task.producer.clone())
             }
             source @ Repr::Source { .. } => {

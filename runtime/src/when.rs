@@ -5,7 +5,8 @@
 //!
 //! 1. **`when_all`** waits for every input, never short-circuiting. Any input faulted →
 //!    Faulted with the errors of every faulted input, in input order, one level flattened
-//!    (a faulted input's own list of errors is spliced in). Else any canceled → Canceled.
+//!    (a faulted input's own list of errors is spliced in). Else any canceled → Canceled,
+//!    with the first canceled input's cancellation (and its token).
 //!    Else the results in input order. An empty input gives a completed task at once. The
 //!    inputs' errors count as observed (they move into the `when_all` task). An input given
 //!    twice counts twice.
@@ -130,10 +131,15 @@ impl<T: Clone> WhenAll<T> {
                 .filter_map(|outcome| outcome.as_ref().err())
                 .filter(|error| error.is_faulted()),
         );
-        let outcome = match faulted {
-            Some(error) => Err(error),
-            None if outcomes.iter().any(Result::is_err) => Err(TaskError::canceled()),
-            None => Ok(outcomes.into_iter().filter_map(Result::ok).collect()),
+        // Canceled: the first canceled input's cancellation, with its token (as .NET's
+        // WhenAll takes the first canceled task's exception).
+        let first_canceled = outcomes
+            .iter()
+            .find_map(|outcome| outcome.as_ref().err())
+            .cloned();
+        let outcome = match (faulted, first_canceled) {
+            (Some(error), _) | (None, Some(error)) => Err(error),
+            (None, None) => Ok(outcomes.into_iter().filter_map(Result::ok).collect()),
         };
         let _ = self.result.try_complete(outcome);
         // The input handles go after the outcome is set; their errors are observed.

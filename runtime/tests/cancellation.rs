@@ -1682,7 +1682,7 @@ mod messages {
     }
 
     #[test]
-    fn a_timeout_says_the_task_is_still_running_and_how_to_stop_it() {
+    fn a_timeout_says_only_the_waiting_stopped_and_how_to_stop_the_work() {
         let clock = Clock::manual();
         let pending = TaskCompletionSource::<u32>::new();
         let waited = pending
@@ -1695,8 +1695,12 @@ mod messages {
             "{message}"
         );
         assert!(message.contains("did not complete within 5ms"), "{message}");
-        assert!(message.contains("it is still running"), "{message}");
-        assert!(message.contains("pass a cancellation token"), "{message}");
+        assert!(message.contains("only stopped the waiting"), "{message}");
+        assert!(message.contains("await the original task"), "{message}");
+        assert!(
+            message.contains("cancel the operation's own token"),
+            "{message}"
+        );
         drop(pending);
     }
 
@@ -1745,5 +1749,83 @@ mod clock_rule_3_infinite {
         assert_eq!(waited.status(), TaskStatus::Pending);
         pending.set_result(1).unwrap();
         assert_eq!(waited.wait().unwrap(), 1);
+    }
+}
+
+/// Regressions from a review: each test failed before its fix.
+mod review_regressions {
+    use super::*;
+
+    /// Disposing a never-canceled source drops its callbacks' closures (they can never
+    /// run), so what they own is released, and their registrations still unregister.
+    #[test]
+    fn dispose_releases_what_the_callbacks_own() {
+        let owned = Arc::new(());
+        let source = CancellationTokenSource::new();
+        let registration = {
+            let owned = owned.clone();
+            source.token().register(move || drop(owned))
+        };
+        assert_eq!(Arc::strong_count(&owned), 2);
+        source.dispose();
+        assert_eq!(
+            Arc::strong_count(&owned),
+            1,
+            "the closure was dropped at the dispose"
+        );
+        assert!(registration.unregister(), "still registered, never ran");
+    }
+
+    /// A delay that never elapses no longer keeps its token's source alive after the
+    /// source is dropped (the source -> callback -> delay -> registration -> source cycle).
+    #[test]
+    fn a_never_ending_delay_does_not_leak_its_tokens_source() {
+        let owned = Arc::new(());
+        let source = CancellationTokenSource::new();
+        let token = source.token();
+        {
+            let owned = owned.clone();
+            token.register(move || drop(owned)).detach();
+        }
+        drop(Clock::system().delay(Duration::MAX, &token));
+        drop(token);
+        drop(source);
+        assert_eq!(Arc::strong_count(&owned), 1);
+    }
+
+    /// A timer callback that advances the clock further is not undone by the outer
+    /// advance: time never goes backwards.
+    #[test]
+    fn a_nested_advance_is_not_undone() {
+        let clock = Clock::manual();
+        let source = CancellationTokenSource::with_clock(clock.clone());
+        {
+            let clock = clock.clone();
+            source
+                .token()
+                .register(move || {
+                    clock.advance(Duration::from_secs(10)).unwrap();
+                })
+                .detach();
+        }
+        source.cancel_after(Duration::from_secs(1)).unwrap();
+        clock.advance(Duration::from_secs(2)).unwrap();
+        assert_eq!(clock.now(), Duration::from_secs(11));
+    }
+
+    /// A panicking timer callback does not escape `advance` or stop the timers after it.
+    #[test]
+    fn a_panicking_timer_callback_is_contained_by_advance() {
+        let clock = Clock::manual();
+        let first = CancellationTokenSource::with_clock(clock.clone());
+        first
+            .token()
+            .register(|| panic!("timer callback panic [expected panic]"))
+            .detach();
+        first.cancel_after(Duration::from_secs(1)).unwrap();
+        let second = clock.delay(Duration::from_secs(2), &CancellationToken::none());
+        assert_eq!(clock.advance(Duration::from_secs(3)), Ok(2));
+        assert!(first.is_cancellation_requested());
+        assert_eq!(second.status(), TaskStatus::Succeeded);
     }
 }

@@ -994,12 +994,16 @@ mod unobserved_rule_3 {
         drop(no_context);
         assert_eq!(global.about(no_context_id).len(), 1);
 
-        // A completion source's task has no context: the process-wide hook.
+        // A completion source's task has no context: the process-wide hook. The source is
+        // a handle too (anyone may still take the task from it): the report comes when the
+        // last of the task and the source goes.
         let source = TaskCompletionSource::<u32>::new();
         let sourced = source.task();
         let sourced_id = sourced.id();
         source.set_exception(Boom("sourced")).unwrap();
         drop(sourced);
+        assert!(global.about(sourced_id).is_empty());
+        drop(source);
         assert_eq!(global.about(sourced_id).len(), 1);
     }
 
@@ -1164,16 +1168,18 @@ mod unobserved_rule_4 {
         );
     }
 
-    /// A canceled `start_void` reports nothing.
+    /// A canceled `start_void` is reported too: .NET rethrows an `OperationCanceledException`
+    /// escaping an `async void` method like any other exception.
     #[test]
-    fn a_canceled_one_reports_nothing() {
+    fn a_canceled_one_is_reported_like_a_fault() {
         let ui = SingleThreadContext::new("ui");
         let handled = Reports::default();
         ui.context().set_error_handler(handled.hook());
         ui.enter(|| start_void(async { Err(TaskError::canceled()) }))
             .unwrap();
-        assert_eq!(ui.run_until_idle().unwrap(), 0);
-        assert_eq!(handled.count(), 0);
+        assert_eq!(ui.run_until_idle().unwrap(), 1);
+        assert_eq!(handled.count(), 1);
+        assert!(handled.all()[0].report.error().is_canceled());
     }
 
     /// With no context current, the error goes to the process-wide handler, on the
@@ -1394,5 +1400,151 @@ mod report {
             taskcheck::yield_now().await;
             Err(boom("late"))
         }
+    }
+}
+
+/// Regressions from a review of the unobserved-error rules: each test failed before its fix.
+mod review_regressions {
+    use super::*;
+    use std::time::Duration;
+
+    /// A completion source is a handle: faulting it before anyone took its task reports
+    /// nothing, and the task taken later still has the error to observe.
+    #[test]
+    fn a_source_faulted_before_its_task_is_taken_reports_nothing() {
+        let _hooks = GlobalHooks::take();
+        let global = Reports::default();
+        set_unobserved_error_hook(global.hook());
+        let source = TaskCompletionSource::<u32>::new();
+        source.set_exception(Boom("early")).unwrap();
+        let task = source.task();
+        let id = task.id();
+        assert!(
+            global.about(id).is_empty(),
+            "reported before anyone could take the task"
+        );
+        assert_eq!(texts(&task.outcome().unwrap().unwrap_err()), ["boom early"]);
+        drop((task, source));
+        assert!(global.about(id).is_empty(), "observed: never reported");
+    }
+
+    /// A handle dropped while the completion is still running its waiters leaves the report
+    /// decision to the completion: here `wait_async`'s waiter passes the error on (observing
+    /// it), so nothing is reported although the last handle went mid-completion.
+    #[test]
+    fn a_waiter_that_passes_the_error_on_prevents_the_report() {
+        let _hooks = GlobalHooks::take();
+        let global = Reports::default();
+        set_unobserved_error_hook(global.hook());
+        let source = TaskCompletionSource::<u32>::new();
+        let task = source.task();
+        let id = task.id();
+        let clock = Clock::manual();
+        let cancel = CancellationTokenSource::with_clock(clock.clone());
+        // A when_any registered first: its waiter drops a handle of `task` mid-completion.
+        drop(when_any([task.clone()]).unwrap());
+        let waited = task.wait_async_on(&clock, None, &cancel.token());
+        drop(task);
+        source.set_exception(Boom("passed on")).unwrap();
+        drop(source);
+        assert_eq!(
+            texts(&waited.outcome().unwrap().unwrap_err()),
+            ["boom passed on"]
+        );
+        assert!(global.about(id).is_empty(), "{:?}", global.about(id));
+    }
+
+    /// Spawning onto a context that was shut down returns the error to the caller; the
+    /// task the caller never saw is not reported as an unobserved fault.
+    #[test]
+    fn a_refused_spawn_is_not_an_unobserved_fault() {
+        let (ui, reports) = hooked("closed-ui");
+        let context = ui.context();
+        ui.shutdown();
+        assert!(context
+            .try_spawn(async { Ok::<_, TaskError>(1u32) })
+            .is_err());
+        assert_eq!(reports.count(), 0);
+    }
+
+    /// An async-void error posted to a context that shuts down before running it goes to
+    /// the process-wide handler instead of being lost (unobserved.rs rule 4).
+    #[test]
+    fn an_async_void_error_outlives_its_contexts_shutdown() {
+        let _hooks = GlobalHooks::take();
+        let global = Reports::default();
+        set_async_void_error_handler(global.hook());
+        let ui = SingleThreadContext::new("closing-ui");
+        let handled = Reports::default();
+        ui.context().set_error_handler(handled.hook());
+        ui.enter(|| start_void(async { Err(boom("lost?")) }))
+            .unwrap();
+        drop(ui);
+        assert_eq!(
+            handled.count(),
+            0,
+            "the context never ran the posted report"
+        );
+        let received = global.all();
+        assert_eq!(received.len(), 1, "{received:?}");
+        assert_eq!(received[0].report.kind(), UnhandledKind::AsyncVoid);
+        assert_eq!(texts(received[0].report.error()), ["boom lost?"]);
+    }
+
+    /// when_all's cancellation is its first canceled input's, with that input's token.
+    #[test]
+    fn when_all_cancellation_carries_the_first_canceled_inputs_token() {
+        let (first, second) = (
+            CancellationTokenSource::new(),
+            CancellationTokenSource::new(),
+        );
+        let inputs = [
+            Task::from_result(1u32),
+            Task::from_error(TaskError::canceled_by(&first.token())),
+            Task::from_error(TaskError::canceled_by(&second.token())),
+        ];
+        let error = when_all(inputs).outcome().unwrap().unwrap_err();
+        assert!(error.is_canceled());
+        assert_eq!(error.cancellation_token(), Some(&first.token()));
+    }
+
+    /// A wait with no timeout and a token that can never be canceled cannot end early:
+    /// `wait_async` returns the task itself, as .NET's `WaitAsync` returns `this`.
+    #[test]
+    fn an_unbounded_wait_async_is_the_task_itself() {
+        let source = TaskCompletionSource::<u32>::new();
+        let task = source.task();
+        let waited = task.wait_async(None, &CancellationToken::none());
+        assert_eq!(waited.id(), task.id());
+        assert_eq!(task.registered_continuations(), 0);
+        source.set_result(3).unwrap();
+    }
+
+    /// The system clock's timer thread hands due callbacks to the default pool: user code
+    /// resumed by a timer never runs on the timer thread, so it cannot stop other timers.
+    #[test]
+    fn timer_callbacks_run_on_the_default_pool_not_the_timer_thread() {
+        let none = CancellationToken::none();
+        let fired = taskcheck::delay(Duration::from_millis(1), &none);
+        let thread_name = Task::run(async move {
+            when_all([fired]).configure_await(false).await?;
+            Ok::<_, TaskError>(thread::current().name().map(str::to_owned))
+        })
+        .wait()
+        .unwrap();
+        let name = thread_name.unwrap_or_default();
+        assert!(name.starts_with("taskcheck-pool"), "resumed on {name:?}");
+        // A callback that blocks on another timer does not stop that timer.
+        let source = CancellationTokenSource::new();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        source
+            .token()
+            .register(move || {
+                let inner = taskcheck::delay(Duration::from_millis(1), &CancellationToken::none());
+                sender.send(inner.wait().is_ok()).unwrap();
+            })
+            .detach();
+        source.cancel_after(Duration::from_millis(1)).unwrap();
+        assert_eq!(receiver.recv_timeout(Duration::from_secs(60)), Ok(true));
     }
 }
