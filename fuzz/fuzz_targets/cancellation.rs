@@ -4,8 +4,9 @@
 //! Each input is a sequence of `taskcheck_props::cancellation::Op`s (at most 256 are used),
 //! applied to the real runtime (one thread, one manual clock) and to the sequential model;
 //! any divergence (an op's outcome, the callback log, the sources', clock's and
-//! registrations' state afterwards, a runtime panic) is a crash whose message names the op
-//! and both sides, and gives the sequence minimized.
+//! registrations' state afterwards with whether each callback's closure is alive, a runtime
+//! panic) is a crash whose message names the op and both sides, and gives the sequence
+//! minimized.
 //!
 //! Callbacks panic on purpose; the driver keeps those panics (and only those) from
 //! reaching libFuzzer's panic hook, which aborts. Callbacks that fail under a timer are

@@ -15,8 +15,8 @@
 //! go to the corpus and the seeds are read too.
 //!
 //! `TASKCHECK_PROGRAM_FLAW=CallbacksFifo` (or `WhenAllDoesNotObserve`, `WhenAnyPicksLast`,
-//! `CanceledIsReported`) fuzzes against a deliberately wrong model: the fuzzer finds the
-//! planted bug within seconds, which shows the target can fail.
+//! `CanceledIsReported`, `WhenAllCanceledWithoutToken`) fuzzes against a deliberately wrong
+//! model: the fuzzer finds the planted bug within seconds, which shows the target can fail.
 
 #![no_main]
 
@@ -36,6 +36,7 @@ fn model() -> Model {
             Ok("WhenAllDoesNotObserve") => Some(Flaw::WhenAllDoesNotObserve),
             Ok("WhenAnyPicksLast") => Some(Flaw::WhenAnyPicksLast),
             Ok("CanceledIsReported") => Some(Flaw::CanceledIsReported),
+            Ok("WhenAllCanceledWithoutToken") => Some(Flaw::WhenAllCanceledWithoutToken),
             Ok(other) => panic!("TASKCHECK_PROGRAM_FLAW={other}: not a flaw"),
             Err(_) => None,
         };

@@ -27,7 +27,13 @@
 //!   it, also from inside a callback of the cancel in progress (rule 5, single-thread part);
 //! - linked sources (rule 6), `cancel_after` timers (rule 7, and the clock's rules 1–3:
 //!   never inline, due order, same due in scheduling order, `Duration::MAX` or a deadline
-//!   past the clock's range never fires), dispose (rule 8) and `try_reset` (rule 9).
+//!   past the clock's range never fires), dispose (rule 8: its callbacks stay registered,
+//!   their closures are dropped) and `try_reset` (rule 9);
+//! - a callback's closure lives exactly as long as the callback may still run: it is
+//!   dropped once it ran, was removed (unregister, a dropped registration, `try_reset`),
+//!   was never stored (the none token, a disposed source, an inline run), or its source
+//!   was disposed (rule 8). (A dispose from inside a callback of its source's own cancel,
+//!   which the ops cannot make, is left out.)
 //!
 //! `Duration::MAX` is "never" whatever the clock's time, also at zero where `now + MAX`
 //! does not overflow (the clock's rule 3: Rust's spelling of .NET's
@@ -76,7 +82,8 @@
 //! 3. the [`State`] afterwards: each source's `is_cancellation_requested` (through the
 //!    source, its token, and `throw_if_cancellation_requested`) and `is_disposed`, the
 //!    clock's `now` and `pending_timers`, and each live registration's `is_registered`
-//!    and the source its `token()` belongs to.
+//!    and the source its `token()` belongs to, and whether its callback's closure has been
+//!    dropped (each closure owns a drop flag).
 //!
 //! Callbacks' panics are expected: the driver installs (once per process) a panic hook
 //! that keeps the callbacks' own panics (`callback 3 [expected panic]`, see
@@ -93,6 +100,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 use std::time::Duration;
 
@@ -367,6 +375,8 @@ pub struct RegistrationState {
     pub registered: bool,
     /// The source its `token()` belongs to (`None`: the none token).
     pub source: Option<usize>,
+    /// Its callback's closure has been dropped (it ran, or it never will).
+    pub closure_dropped: bool,
 }
 
 /// Everything compared after every op besides its outcome and log.
@@ -417,6 +427,9 @@ pub enum Flaw {
     CancelNotIdempotent,
     /// Registering on a canceled source stores the callback instead of running it inline.
     RegisterOnCanceledStores,
+    /// Dispose keeps the closures of the callbacks still registered (the rule before the
+    /// review): they live until they are unregistered.
+    DisposeKeepsClosures,
 }
 
 /// A registration as the model sees it.
@@ -660,8 +673,23 @@ impl Model {
                         Registration::Empty => None,
                         Registration::Stored { source, .. } => Some(source),
                     },
+                    closure_dropped: self.closure_dropped(registration),
                 })
                 .collect(),
+        }
+    }
+
+    /// Whether the closure of `registration`'s callback is gone: it is kept exactly while
+    /// the callback may still run, that is while it is stored on a source not disposed
+    /// (rule 8: dispose drops the closures, the callbacks stay registered).
+    fn closure_dropped(&self, registration: Registration) -> bool {
+        match registration {
+            Registration::Empty => true,
+            Registration::Stored { source, .. } => {
+                let disposed =
+                    self.sources[source].disposed && self.flaw != Some(Flaw::DisposeKeepsClosures);
+                !self.is_registered(registration) || disposed
+            }
         }
     }
 
@@ -1391,6 +1419,7 @@ pub fn run_against_model(mut model: Model, ops: &[Op]) -> Result<(), Cancellatio
         clock: Clock::manual(),
         sources: Mutex::new(Vec::new()),
         registrations: Mutex::new(Vec::new()),
+        closures: Mutex::new(BTreeMap::new()),
         log: Mutex::new(Vec::new()),
     });
     for (index, op) in ops.iter().enumerate() {
@@ -1437,7 +1466,19 @@ struct World {
     sources: Mutex<Vec<SourceHandle>>,
     /// Live registrations, oldest first, each named by the op that made it.
     registrations: Mutex<Vec<(usize, CancellationTokenRegistration)>>,
+    /// Each callback's drop flag (by name), raised when its closure is dropped.
+    closures: Mutex<BTreeMap<usize, Arc<AtomicBool>>>,
     log: Mutex<Vec<Entry>>,
+}
+
+/// Owned by a callback's closure: raises the callback's flag when the closure is dropped
+/// (after it ran, or without running).
+struct ClosureGuard(Arc<AtomicBool>);
+
+impl Drop for ClosureGuard {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 struct SourceHandle {
@@ -1528,6 +1569,7 @@ impl World {
     fn state(&self, model: &State) -> State {
         let sources = lock(&self.sources);
         let registrations = lock(&self.registrations);
+        let closures = lock(&self.closures);
         State {
             sources: sources
                 .iter()
@@ -1561,6 +1603,9 @@ impl World {
                         name: *name,
                         registered: registration.is_registered(),
                         source,
+                        closure_dropped: closures
+                            .get(name)
+                            .is_some_and(|flag| flag.load(Ordering::SeqCst)),
                     }
                 })
                 .collect(),
@@ -1591,14 +1636,17 @@ fn parse_failure(text: &str) -> Option<(u64, usize)> {
 
 /// The callback registered by op `id` on the source at position `on`: logs, then does
 /// what it `does` on the world. (It names its source by position, not by token: a token
-/// would keep the source that stores the callback alive.)
+/// would keep the source that stores the callback alive.) It owns `guard`, which tells
+/// when the closure is dropped.
 fn make_callback(
     world: Weak<World>,
     id: usize,
     on: usize,
     does: Does,
+    guard: ClosureGuard,
 ) -> impl FnOnce() + Send + 'static {
     move || {
+        let _guard = guard;
         let Some(world) = world.upgrade() else {
             return;
         };
@@ -1697,7 +1745,10 @@ fn call_runtime(
                 },
             };
             let does = Does::resolve(action, lock(&world.sources).len());
-            let callback = make_callback(Arc::downgrade(world), index, on, does);
+            let flag = Arc::new(AtomicBool::new(false));
+            lock(&world.closures).insert(index, flag.clone());
+            let guard = ClosureGuard(flag);
+            let callback = make_callback(Arc::downgrade(world), index, on, does, guard);
             match panic::catch_unwind(AssertUnwindSafe(|| token.register(callback))) {
                 Ok(registration) => {
                     let stored = registration.is_registered();

@@ -6,23 +6,26 @@
 //!
 //! A [`Scenario`] is a handful of [`TaskCompletionSource`]s ("sources"), each with the
 //! [`SourceOutcome`] it will end with (a value, a fault of one to three errors, a
-//! cancellation, or abandonment: the source dropped unset) and whether it is complete
-//! before the combinator is called; the combinator's input list, indices into the sources
-//! (duplicates allowed, in any order, possibly empty); the completion order of the other
-//! sources (by `rank`, ties by index); the point after which the test drops every handle it
-//! holds; and, for `when_each`, whether and when its token is canceled, and after which
-//! completions the stream is polled. [`Scenario::plan`] normalizes any value (indices
-//! modulo the number of sources, sizes capped at [`MAX_SOURCES`] and [`MAX_INPUTS`]) into a
-//! [`Plan`], so every generated value is a valid scenario. [`Scenario`] derives
-//! [`arbitrary::Arbitrary`] (cargo-fuzz) and implements proptest's `Arbitrary` through
-//! [`scenario_strategy`], from the same definition.
+//! cancellation with or without a token, or abandonment: the source dropped unset) and
+//! whether it is complete before the combinator is called; the combinator's input list,
+//! indices into the sources (duplicates allowed, in any order, possibly empty); the
+//! completion order of the other sources (by `rank`, ties by index); the point after which
+//! the test drops every handle it holds; the point from which it drops the sources
+//! themselves (each one once its task is complete; at the end at the latest); and, for
+//! `when_each`, whether and when its token is canceled, and after which completions the
+//! stream is polled. [`Scenario::plan`] normalizes any value (indices modulo the number of
+//! sources, sizes capped at [`MAX_SOURCES`] and [`MAX_INPUTS`]) into a [`Plan`], so every
+//! generated value is a valid scenario. [`Scenario`] derives [`arbitrary::Arbitrary`]
+//! (cargo-fuzz) and implements proptest's `Arbitrary` through [`scenario_strategy`], from
+//! the same definition.
 //!
 //! The timeline has [`Plan::points`] points: the call ([`Point::Call`]; the sources complete
 //! at the call were completed just before it), one per completion of a pending source, in
 //! the plan's order ([`Point::Complete`]), and the end ([`Point::End`]). At each point the
 //! event happens (then, for `when_each`, the token is canceled if this is its point), then
 //! the test observes the combinator, then it drops all its handles if this is the drop
-//! point, then reports are compared, then each source's registered continuations.
+//! point, then, from the sources' drop point on, every source whose task is complete, then
+//! reports are compared, then each source's registered continuations.
 //!
 //! # The model
 //!
@@ -31,8 +34,10 @@
 //!
 //! - [`Model::when_all_outcome`]: any faulted input → the faulted inputs' errors in input
 //!   order, each input's own errors spliced in, duplicates counted per occurrence; else any
-//!   canceled → canceled; else the values in input order. [`Model::when_all_completes_at`]:
-//!   the point of the last input's completion (the call when none is pending, or no input).
+//!   canceled → the first canceled input's cancellation, in input order, with its token if
+//!   it carries one ([`AllOutcome::Canceled`]); else the values in input order.
+//!   [`Model::when_all_completes_at`]: the point of the last input's completion (the call
+//!   when none is pending, or no input).
 //! - [`Model::when_any_winners`]: no input → `None` (`WhenAnyError::Empty`); an input
 //!   complete at the call → exactly the first such in input order; otherwise the schedule's
 //!   choice among the pending inputs ([`Winners::FirstToComplete`], a set: any of them may
@@ -42,16 +47,19 @@
 //!   each completing source once per occurrence, in completion order.
 //!
 //! and [`Model::expectations`] plays the timeline with plain counters, rules 1–2 of the
-//! `unobserved` module and task_core rule 5: every source task has handles (the test's
-//! own until its drop point; `when_all`'s input list until it completes; `when_any`'s
-//! callbacks until the win, and then the winner inside the `when_any` task until both the
-//! win and the drop of that task; `when_each`'s callbacks until arrival, then its ready
-//! queue until the item is polled out or the stream dropped), and whether its error was
-//! observed (`when_all` observes its inputs when it completes; reading an item's outcome
-//! observes it; `when_any` never observes its winner). A faulted task whose error was not
-//! observed is reported once, at the point of the later of its completion and the loss of
-//! its last handle. An abandoned source with no handle when it is dropped is never
-//! reported. The `when_all` task itself is reported if it faulted and the test dropped it
+//! `unobserved` module and task_core rule 5: every source task has handles (the source
+//! itself until the test drops it — a completion source is a handle of its task; the
+//! test's own until its drop point; `when_all`'s input list until it completes;
+//! `when_any`'s callbacks until the win, and then the winner inside the `when_any` task
+//! until both the win and the drop of that task; `when_each`'s callbacks until arrival,
+//! then its ready queue until the item is polled out or the stream dropped), and whether
+//! its error was observed (`when_all` observes its inputs when it completes; reading an
+//! item's outcome observes it; `when_any` never observes its winner). A faulted task whose
+//! error was not observed is reported once, at the point of the later of its completion
+//! and the loss of its last handle: with the source counted, that is never before the
+//! source's drop. An abandoned source that is the only handle of its task when it is
+//! dropped is never reported; with any other handle left, its abandonment is a fault like
+//! any other. The `when_all` task itself is reported if it faulted and the test dropped it
 //! without reading its outcome. The same counters give each source's registered
 //! continuations: one per occurrence of a pending input while the combinator waits for it,
 //! none on `when_any`'s losers after the win, none after `when_each` is dropped. And the
@@ -63,18 +71,21 @@
 //! # The driver
 //!
 //! [`run_against_runtime`] builds the scenario on the real runtime on one thread, with no
-//! context (completion-source tasks have none), completing the sources in the plan's order,
-//! and compares at each point the list of [`Observation`]s the model predicts with the one
-//! the runtime gives: `when_any`'s refusal of an empty list; the combinator task's status
+//! context (completion-source tasks have none), completing the sources in the plan's order
+//! and dropping them from the sources' drop point on, and compares at each point the list
+//! of [`Observation`]s the model predicts with the one the runtime gives: `when_any`'s
+//! refusal of an empty list; the combinator task's status
 //! and, when it was pending at the call, an await of it (polled once there, with a
 //! continuation that captured nothing: rule 4 runs it inline, so the test's waker is woken
 //! exactly at the completion, unless the await was dropped first);
 //! `when_all`'s values, or its errors in order (matched by their `Display` text:
-//! [`InjectedError`] and the runtime's abandonment text), or cancellation; `when_any`'s
-//! winner (the source whose task id it has) and its status; each `when_each` poll session
-//! (items until `Pending` or the end, the cancellation carrying the token), the stream's
-//! wakes and whether it holds the waker; the unobserved-error reports since the previous
-//! check (task, kind, errors); and `registered_continuations()` on each live source.
+//! [`InjectedError`] and the runtime's abandonment text), or its cancellation and whose
+//! token it carries (each `CanceledWithToken` source has its own token source);
+//! `when_any`'s winner (the source whose task id it has) and its status; each `when_each`
+//! poll session (items until `Pending` or the end, the cancellation carrying the token),
+//! the stream's wakes and whether it holds the waker; the unobserved-error reports since
+//! the previous check (task, kind, errors); and `registered_continuations()` on each live
+//! source.
 //!
 //! Reports of completion-source tasks go to the **process-wide** hook. The driver installs
 //! (at every run, the same function) a hook that records reports of the tasks a run is
@@ -137,8 +148,11 @@ pub enum SourceOutcome {
     /// `set_exception` with `1 + n % MAX_ERRORS` errors ([`InjectedError`]s); a [`Plan`]
     /// holds the count itself.
     Faulted(u8),
-    /// `set_canceled()`.
+    /// `set_canceled()`: canceled without a token.
     Canceled,
+    /// `set_exception(TaskError::canceled_by(&token))`, `token` a token of the source's own
+    /// `CancellationTokenSource`: canceled, carrying that token.
+    CanceledWithToken,
     /// The source is dropped unset: the task faults as abandoned (one error).
     Abandoned,
 }
@@ -149,7 +163,7 @@ impl SourceOutcome {
         match self {
             SourceOutcome::Value(_) => TaskStatus::Succeeded,
             SourceOutcome::Faulted(_) | SourceOutcome::Abandoned => TaskStatus::Faulted,
-            SourceOutcome::Canceled => TaskStatus::Canceled,
+            SourceOutcome::Canceled | SourceOutcome::CanceledWithToken => TaskStatus::Canceled,
         }
     }
 }
@@ -189,6 +203,11 @@ pub struct Scenario {
     /// The point after whose checks the test drops every handle it holds: the sources'
     /// tasks, the combinator's task or stream (capped at the last completion).
     pub drop_after: u8,
+    /// The point from which the test drops the sources themselves: at that point each
+    /// source whose task is complete, after it each source once its task completes
+    /// (capped at the end, where every source left goes). An abandoned source goes at its
+    /// completion whatever this says.
+    pub drop_sources_after: u8,
     /// `when_all`: read its outcome (observing it) once it is complete. `when_each`: read
     /// each item's outcome (observing it) as it is polled out.
     pub observe: bool,
@@ -223,6 +242,9 @@ pub struct Plan {
     pub order: Vec<usize>,
     /// The point after which the test drops its handles (at most `order.len()`).
     pub drop_after: usize,
+    /// The point from which the test drops each source whose task is complete (at most
+    /// `order.len() + 1`: the end).
+    pub drop_sources_after: usize,
     /// See [`Scenario::observe`].
     pub observe: bool,
     /// `when_each` only.
@@ -272,6 +294,7 @@ impl Scenario {
             inputs,
             order,
             drop_after: usize::from(self.drop_after).min(last),
+            drop_sources_after: usize::from(self.drop_sources_after).min(last + 1),
             observe: self.observe,
             cancel,
             polls,
@@ -322,7 +345,9 @@ impl Plan {
                 .map(|index| ErrorId::Injected { source, index })
                 .collect(),
             SourceOutcome::Abandoned => vec![ErrorId::Abandoned { source }],
-            SourceOutcome::Value(_) | SourceOutcome::Canceled => Vec::new(),
+            SourceOutcome::Value(_)
+            | SourceOutcome::Canceled
+            | SourceOutcome::CanceledWithToken => Vec::new(),
         }
     }
 }
@@ -339,7 +364,7 @@ pub enum Point {
         /// The source.
         source: usize,
     },
-    /// After the last completion and the drop: the sources themselves are dropped.
+    /// After the last completion and the drop: the sources left are dropped.
     End,
 }
 
@@ -404,8 +429,8 @@ pub enum AllOutcome {
     Values(Vec<u32>),
     /// The errors, in order.
     Faulted(Vec<ErrorId>),
-    /// Canceled.
-    Canceled,
+    /// Canceled, carrying the token of this source (`None`: no token).
+    Canceled(Option<usize>),
 }
 
 impl AllOutcome {
@@ -414,7 +439,7 @@ impl AllOutcome {
         match self {
             AllOutcome::Values(_) => TaskStatus::Succeeded,
             AllOutcome::Faulted(_) => TaskStatus::Faulted,
-            AllOutcome::Canceled => TaskStatus::Canceled,
+            AllOutcome::Canceled(_) => TaskStatus::Canceled,
         }
     }
 }
@@ -536,6 +561,12 @@ pub enum Flaw {
     WhenAnyObservesWinner,
     /// Dropping a `when_each` stream leaves its continuations on the pending inputs.
     WhenEachDropKeepsContinuations,
+    /// `when_all` over a canceled input (and no faulted one) ends with a cancellation
+    /// without a token, whatever its inputs carry (the rule before the review).
+    WhenAllCanceledWithoutToken,
+    /// A completion source is not a handle of its task: a fault is reported once the last
+    /// `Task` handle goes, the source alive or not (the rule before the review).
+    SourceIsNotAHandle,
 }
 
 /// The reference model of a combinator scenario (see the module docs).
@@ -572,14 +603,20 @@ impl Model {
             faulted.sort_by_key(|&i| plan.completion_point(i));
         }
         let errors: Vec<ErrorId> = faulted.iter().flat_map(|&i| plan.errors_of(i)).collect();
+        // The first canceled input in input order: its cancellation, with its token.
+        let canceled = plan.inputs.iter().find_map(|&i| match plan.outcomes[i] {
+            SourceOutcome::Canceled => Some(None),
+            SourceOutcome::CanceledWithToken => Some(Some(i)),
+            _ => None,
+        });
         if !errors.is_empty() {
             AllOutcome::Faulted(errors)
-        } else if plan
-            .inputs
-            .iter()
-            .any(|&i| plan.outcomes[i] == SourceOutcome::Canceled)
-        {
-            AllOutcome::Canceled
+        } else if let Some(token) = canceled {
+            if self.flaw == Some(Flaw::WhenAllCanceledWithoutToken) {
+                AllOutcome::Canceled(None)
+            } else {
+                AllOutcome::Canceled(token)
+            }
         } else {
             AllOutcome::Values(
                 plan.inputs
@@ -678,7 +715,8 @@ struct Sim<'m> {
     model: &'m Model,
     plan: &'m Plan,
     complete: Vec<bool>,
-    /// The source is alive (not dropped: neither abandoned nor at the end).
+    /// The source is alive (not dropped: not abandoned, not past the sources' drop point
+    /// with its task complete, not at the end). It is a handle of its task.
     alive: Vec<bool>,
     /// The test holds its handles (each source's task, the combinator's task or stream).
     test_holds: bool,
@@ -756,14 +794,20 @@ impl<'m> Sim<'m> {
             self.cancel_at(point);
             points.push(self.checks(point));
         }
-        // The end: every source is complete; the registered probe, then the sources go.
+        // The end: every source is complete; the registered probe, then the sources left
+        // go, each the last handle of its task (the test's and the combinator's are gone).
         let registered = self.registered();
-        points.push(vec![registered, Observation::Reports(Vec::new())]);
+        self.alive.fill(false);
+        let reports = self.reports();
+        points.push(vec![registered, Observation::Reports(reports)]);
         points
     }
 
+    /// The handles of source `i`'s task: the source itself while it is alive (task_core
+    /// rule 5), the test's, the combinator's.
     fn holds(&self, source: usize) -> usize {
-        usize::from(self.test_holds) + self.internal[source]
+        let by_source = self.alive[source] && self.model.flaw != Some(Flaw::SourceIsNotAHandle);
+        usize::from(by_source) + usize::from(self.test_holds) + self.internal[source]
     }
 
     fn call(&mut self) -> Vec<Observation> {
@@ -830,11 +874,12 @@ impl<'m> Sim<'m> {
 
     fn complete(&mut self, source: usize) {
         if self.plan.outcomes[source] == SourceOutcome::Abandoned {
-            // Nobody can see the abandonment of a task nobody holds: not reported.
+            // Dropped unset while it is the only handle of its task: nobody can ever see
+            // the abandonment, it is not reported.
+            self.alive[source] = false;
             if self.holds(source) == 0 {
                 self.observed[source] = true;
             }
-            self.alive[source] = false;
         }
         self.complete[source] = true;
         let waiting = std::mem::take(&mut self.registered[source]);
@@ -916,6 +961,13 @@ impl<'m> Sim<'m> {
         let mut observations = self.observe(point);
         if point == self.plan.drop_after {
             self.drop_handles();
+        }
+        if point >= self.plan.drop_sources_after {
+            for source in 0..self.alive.len() {
+                if self.complete[source] {
+                    self.alive[source] = false;
+                }
+            }
         }
         observations.push(Observation::Reports(self.reports()));
         observations.push(self.registered());
@@ -1076,14 +1128,15 @@ impl<'m> Sim<'m> {
 // proptest strategies
 // ---------------------------------------------------------------------------------------
 
-/// Values 3, faults 3 (1 to 3 errors), cancellations 1, abandonments 1. Shrinks toward a
-/// value.
+/// Values 3, faults 3 (1 to 3 errors), cancellations without a token 1, with one 1,
+/// abandonments 1. Shrinks toward a value.
 pub fn source_outcome_strategy() -> impl Strategy<Value = SourceOutcome> {
     // A range picks the variant rather than `prop_oneof!` (cheaper `new_tree`).
-    (0u8..8, 0u32..1_000, 0u8..MAX_ERRORS as u8).prop_map(|(pick, value, errors)| match pick {
+    (0u8..9, 0u32..1_000, 0u8..MAX_ERRORS as u8).prop_map(|(pick, value, errors)| match pick {
         0..=2 => SourceOutcome::Value(value),
         3..=5 => SourceOutcome::Faulted(errors),
         6 => SourceOutcome::Canceled,
+        7 => SourceOutcome::CanceledWithToken,
         _ => SourceOutcome::Abandoned,
     })
 }
@@ -1108,7 +1161,8 @@ pub fn cancel_strategy() -> impl Strategy<Value = Cancel> {
 
 /// Scenarios of up to `max_sources` sources and `max_inputs` inputs (each capped at
 /// [`MAX_SOURCES`] / [`MAX_INPUTS`]), every combinator evenly. Shrinks toward `when_all`,
-/// fewer sources and inputs, the first source, an early drop.
+/// fewer sources and inputs, the first source, an early drop (of the test's handles and
+/// of the sources).
 pub fn scenario_strategy(max_sources: usize, max_inputs: usize) -> impl Strategy<Value = Scenario> {
     let max_sources = max_sources.min(MAX_SOURCES);
     let max_inputs = max_inputs.min(MAX_INPUTS);
@@ -1120,23 +1174,27 @@ pub fn scenario_strategy(max_sources: usize, max_inputs: usize) -> impl Strategy
         proptest::collection::vec(index, 0..=max_inputs),
         proptest::collection::vec(source_strategy(), 0..=max_sources),
         0u8..=(max_sources as u8),
+        0u8..=(max_sources as u8 + 1),
         any::<bool>(),
         cancel_strategy(),
         any::<u16>(),
     )
         .prop_map(
-            |(pick, inputs, sources, drop_after, observe, cancel, polls)| Scenario {
-                combinator: match pick {
-                    0 => Combinator::WhenAll,
-                    1 => Combinator::WhenAny,
-                    _ => Combinator::WhenEach,
-                },
-                sources,
-                inputs,
-                drop_after,
-                observe,
-                cancel,
-                polls,
+            |(pick, inputs, sources, drop_after, drop_sources_after, observe, cancel, polls)| {
+                Scenario {
+                    combinator: match pick {
+                        0 => Combinator::WhenAll,
+                        1 => Combinator::WhenAny,
+                        _ => Combinator::WhenEach,
+                    },
+                    sources,
+                    inputs,
+                    drop_after,
+                    drop_sources_after,
+                    observe,
+                    cancel,
+                    polls,
+                }
             },
         )
 }
@@ -1251,6 +1309,10 @@ pub fn run_against_model(model: &Model) -> Result<(), CombinatorDivergence> {
 struct Driver<'p> {
     plan: &'p Plan,
     sources: Vec<Option<TaskCompletionSource<u32>>>,
+    /// The own token of each `CanceledWithToken` source, which its cancellation carries.
+    tokens: Vec<Option<CancellationTokenSource>>,
+    /// Whether each source's task has been completed (or abandoned).
+    completed: Vec<bool>,
     /// The test's handle of each source's task, until the drop point.
     held: Vec<Task<u32>>,
     ids: Vec<TaskId>,
@@ -1281,6 +1343,13 @@ impl<'p> Driver<'p> {
             .map(|_| TaskCompletionSource::new())
             .collect();
         let held: Vec<Task<u32>> = sources.iter().map(TaskCompletionSource::task).collect();
+        let tokens = plan
+            .outcomes
+            .iter()
+            .map(|outcome| {
+                (*outcome == SourceOutcome::CanceledWithToken).then(CancellationTokenSource::new)
+            })
+            .collect();
         let ids: Vec<TaskId> = held.iter().map(Task::id).collect();
         for &id in &ids {
             watch.add(id);
@@ -1298,6 +1367,8 @@ impl<'p> Driver<'p> {
         Driver {
             plan,
             sources: sources.into_iter().map(Some).collect(),
+            tokens,
+            completed: vec![false; plan.outcomes.len()],
             held,
             ids,
             all: None,
@@ -1361,11 +1432,20 @@ impl<'p> Driver<'p> {
                 })))
             }
             SourceOutcome::Canceled => tcs.set_canceled(),
+            SourceOutcome::CanceledWithToken => match &self.tokens[source] {
+                Some(own) => tcs.set_exception(TaskError::canceled_by(&own.token())),
+                None => {
+                    return Err(DivergenceKind::ForeignError {
+                        runtime: format!("driver bug: source {source} has no token"),
+                    })
+                }
+            },
             SourceOutcome::Abandoned => {
                 self.sources[source] = None;
                 Ok(())
             }
         };
+        self.completed[source] = true;
         set.map_err(|error| DivergenceKind::ForeignError {
             runtime: error.to_string(),
         })
@@ -1452,11 +1532,33 @@ impl<'p> Driver<'p> {
             self.all_await = None;
             self.any_await = None;
         }
+        if point >= self.plan.drop_sources_after {
+            for (source, completed) in self.completed.iter().enumerate() {
+                if *completed {
+                    self.sources[source] = None;
+                }
+            }
+        }
         observations.push(Observation::Reports(self.reports()));
         observations.push(self.registered());
         // The probe made (and dropped) handles: it must not have reported anything.
         observations.push(Observation::Reports(self.reports()));
         observations
+    }
+
+    /// The source whose own token `token` is (`Ok(None)`: no token; `Err`: a token no
+    /// source has).
+    fn token_source(&self, token: Option<&CancellationToken>) -> Result<Option<usize>, ()> {
+        let Some(token) = token else {
+            return Ok(None);
+        };
+        let own = |own: &Option<CancellationTokenSource>| {
+            own.as_ref().is_some_and(|own| own.token() == *token)
+        };
+        match self.tokens.iter().position(own) {
+            Some(source) => Ok(Some(source)),
+            None => Err(()),
+        }
     }
 
     fn source_of(&self, id: TaskId) -> Option<usize> {
@@ -1498,7 +1600,12 @@ impl<'p> Driver<'p> {
                 observations.push(match all.outcome() {
                     Some(Ok(values)) => Observation::AllOutcome(AllOutcome::Values(values)),
                     Some(Err(error)) if error.is_canceled() => {
-                        Observation::AllOutcome(AllOutcome::Canceled)
+                        match self.token_source(error.cancellation_token()) {
+                            Ok(source) => Observation::AllOutcome(AllOutcome::Canceled(source)),
+                            Err(()) => Observation::Unexpected(format!(
+                                "a cancellation carrying a token no source has: {error:?}"
+                            )),
+                        }
                     }
                     Some(Err(error)) => {
                         Observation::AllOutcome(AllOutcome::Faulted(self.error_ids(&error)))

@@ -12,8 +12,8 @@
 //! |---|---|---|
 //! | [`value_task_source`] | `ManualResetValueTaskSourceCore`: tokens, one completion, one continuation, one take, reset | [`value_task_source::run_against_runtime`] |
 //! | [`value_task_pool`] | `ValueTaskSourcePool`: rent, producer, consumer (`ValueTask` status, await, drop), return of the slot | [`value_task_pool::run_against_runtime`] |
-//! | [`cancellation`] | Cancellation sources, tokens and registrations on a manual `Clock`: LIFO callbacks and their failures, idempotent cancel, inline register, unregister, linked sources, `cancel_after` timers, dispose, `try_reset` | [`cancellation::run_against_runtime`] |
-//! | [`combinators`] | `when_all` / `when_any` / `when_each` over completion sources complete before or after the call (duplicates, empty lists, token cancellation), and the unobserved-error reports when handles are dropped | [`combinators::run_against_runtime`] |
+//! | [`cancellation`] | Cancellation sources, tokens and registrations on a manual `Clock`: LIFO callbacks and their failures, idempotent cancel, inline register, unregister, linked sources, `cancel_after` timers, dispose (callbacks stay registered, their closures go), `try_reset`, which callbacks' closures are still alive | [`cancellation::run_against_runtime`] |
+//! | [`combinators`] | `when_all` / `when_any` / `when_each` over completion sources complete before or after the call (duplicates, empty lists, cancellations with and without tokens, token cancellation), and the unobserved-error reports when handles and sources are dropped | [`combinators::run_against_runtime`] |
 //! | [`program`] | Whole programs: completion sources, eager and lazy tasks (awaits, faults, panics, token checks), cancellation with linked sources and timers, `when_all` / `when_any`, waits, dropped handles; every interleaving's outcome, callback order and unobserved reports | [`program::check_program`] (`program::run_expectation` under shuttle) |
 //!
 //! Operations derive [`arbitrary::Arbitrary`] (fuzzing) and implement proptest's

@@ -448,3 +448,32 @@ fn a_model_that_stores_on_a_canceled_source_is_caught() {
         }
     );
 }
+
+#[test]
+fn a_model_whose_dispose_keeps_closures_is_caught() {
+    let ops = minimal_failure(Flaw::DisposeKeepsClosures);
+    // A callback registered on a source, then the source disposed: the callback stays
+    // registered (`unregister` would return `true`), but its closure is gone.
+    let mut expected = vec![
+        Op::NewSource { delay: None },
+        Op::Register {
+            target: Target::Source(0),
+            action: Action::Record,
+        },
+    ];
+    expected.push(Op::Dispose { source: 0 });
+    assert_eq!(ops, expected);
+    let DivergenceKind::Outcome { model, runtime } = divergence(Flaw::DisposeKeepsClosures, &ops)
+    else {
+        panic!("not a state divergence");
+    };
+    let registration = |observed: &Observed| match observed {
+        Observed::State(state) => {
+            let registration = state.registrations[0];
+            (registration.registered, registration.closure_dropped)
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(registration(&model), (true, false));
+    assert_eq!(registration(&runtime), (true, true));
+}

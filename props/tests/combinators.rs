@@ -43,6 +43,8 @@ fn scenario(combinator: Combinator, sources: Vec<SourceSpec>, inputs: Vec<u8>) -
         sources,
         inputs,
         drop_after,
+        // The sources live until the end.
+        drop_sources_after: u8::MAX,
         observe: true,
         cancel: Cancel::Never,
         polls: u16::MAX,
@@ -55,14 +57,15 @@ fn injected(source: usize, index: usize) -> ErrorId {
 
 /// Every scenario over two sources (each outcome, complete at the call or not, both
 /// completion orders), every input list of up to three inputs, dropping the handles at the
-/// call or at the end, observing or not, and for `when_each` three cancellations and two
-/// polling patterns.
+/// call or at the end and the sources from the first completion on or at the end,
+/// observing or not, and for `when_each` three cancellations and two polling patterns.
 #[test]
 fn runtime_matches_model_on_every_small_scenario() {
     let outcomes = [
         SourceOutcome::Value(7),
         SourceOutcome::Faulted(1), // two errors
         SourceOutcome::Canceled,
+        SourceOutcome::CanceledWithToken,
         SourceOutcome::Abandoned,
     ];
     let mut sources = Vec::new();
@@ -106,7 +109,8 @@ fn runtime_matches_model_on_every_small_scenario() {
         };
         for sources in &sources {
             for inputs in &input_lists {
-                for drop_after in [0, 2] {
+                for (drop_after, drop_sources_after) in [(0, 1), (0, u8::MAX), (2, 1), (2, u8::MAX)]
+                {
                     for observe in [false, true] {
                         for &cancel in cancels {
                             for &polls in polls {
@@ -115,6 +119,7 @@ fn runtime_matches_model_on_every_small_scenario() {
                                     sources: sources.clone(),
                                     inputs: inputs.clone(),
                                     drop_after,
+                                    drop_sources_after,
                                     observe,
                                     cancel,
                                     polls,
@@ -130,7 +135,7 @@ fn runtime_matches_model_on_every_small_scenario() {
             }
         }
     }
-    assert_eq!(checked, 128 * 15 * 2 * 2 * (1 + 1 + 3 * 2));
+    assert_eq!(checked, 200 * 15 * 4 * 2 * (1 + 1 + 3 * 2));
 }
 
 /// Rule 1: errors in input order, each input's own errors spliced in, a duplicate counted
@@ -172,8 +177,9 @@ fn when_all_lists_errors_in_input_order() {
     run_against_runtime(&unread).unwrap();
 }
 
-/// Rule 1: canceled only when nothing faulted; values in input order; an empty list is
-/// complete at the call.
+/// Rule 1: canceled only when nothing faulted, with the first canceled input's
+/// cancellation in input order (its token, or none), whatever the completion order; values
+/// in input order; an empty list is complete at the call.
 #[test]
 fn when_all_cancellation_values_and_empty() {
     let canceled = scenario(
@@ -186,9 +192,28 @@ fn when_all_cancellation_values_and_empty() {
     );
     assert_eq!(
         Model::new(canceled.plan()).when_all_outcome(),
-        AllOutcome::Canceled
+        AllOutcome::Canceled(None)
     );
     run_against_runtime(&canceled).unwrap();
+    let tokens = vec![
+        source(SourceOutcome::Canceled, false, 1), // no token, completes last
+        source(SourceOutcome::CanceledWithToken, false, 0), // its own token, completes first
+        source(SourceOutcome::CanceledWithToken, true, 0), // its own token, before the call
+        source(SourceOutcome::Value(4), false, 0),
+    ];
+    for (inputs, first) in [
+        (vec![3, 1, 0, 2], Some(1)),
+        (vec![0, 1, 2], None),
+        (vec![3, 2, 1, 3], Some(2)),
+    ] {
+        let canceled = scenario(Combinator::WhenAll, tokens.clone(), inputs);
+        assert_eq!(
+            Model::new(canceled.plan()).when_all_outcome(),
+            AllOutcome::Canceled(first),
+            "{canceled:?}"
+        );
+        run_against_runtime(&canceled).unwrap();
+    }
     let values = scenario(
         Combinator::WhenAll,
         vec![
@@ -210,10 +235,11 @@ fn when_all_cancellation_values_and_empty() {
     let model = Model::new(empty.plan());
     assert_eq!(model.when_all_outcome(), AllOutcome::Values(vec![]));
     assert_eq!(model.when_all_completes_at(), 0);
-    // The source nobody waits for is reported at the drop (the end).
+    // The source nobody waits for is reported when its last handle goes: the source
+    // itself, at the end (point 2), after the test's drop (point 1).
     let reports = model.unobserved_reports();
     assert_eq!(reports.len(), 1, "{reports:?}");
-    assert_eq!(reports[0].1.task, TaskRef::Source(0));
+    assert_eq!((reports[0].0, reports[0].1.task), (2, TaskRef::Source(0)));
     run_against_runtime(&empty).unwrap();
 }
 
@@ -249,10 +275,11 @@ fn when_any_winners() {
     assert_eq!(winners, Winners::FirstToComplete(BTreeSet::from([0, 1])));
     assert!(winners.allows(0) && winners.allows(1) && !winners.allows(2));
     assert_eq!(model.when_any_winner(), Some((1, 2)));
-    // The loser faults after the win: nothing observes it, so it is reported once.
+    // The loser faults after the win: nothing observes it, so it is reported once, when
+    // its last handle (its source) goes at the end (point 4).
     let reports = model.unobserved_reports();
     assert_eq!(reports.len(), 1, "{reports:?}");
-    assert_eq!(reports[0].1.task, TaskRef::Source(0));
+    assert_eq!((reports[0].0, reports[0].1.task), (4, TaskRef::Source(0)));
     run_against_runtime(&pending).unwrap();
 
     let empty = scenario(
@@ -269,24 +296,36 @@ fn when_any_winners() {
     run_against_runtime(&empty).unwrap();
 }
 
-/// Rule 2 and unobserved rule 1: winning does not observe. A faulted winner is reported
-/// exactly once, when the test drops its handles and the `when_any` task (holding it).
+/// Rule 2 and unobserved rules 1–2: winning does not observe. A faulted winner is
+/// reported exactly once, when its last handle goes: the later of the test's drop (its
+/// handle, and the `when_any` task holding the winner) and its source's drop.
 #[test]
-fn a_faulted_winner_is_reported_once_at_the_drop() {
+fn a_faulted_winner_is_reported_once_at_the_last_drop() {
     let mut winner = scenario(
         Combinator::WhenAny,
         vec![
-            source(SourceOutcome::Faulted(0), false, 0),
-            source(SourceOutcome::Value(5), false, 1),
+            source(SourceOutcome::Faulted(0), false, 0), // completes at point 1: wins
+            source(SourceOutcome::Value(5), false, 1),   // completes at point 2
         ],
         vec![1, 0],
     );
     winner.drop_after = 1;
+    // (the sources' drop point, the report's point): the source goes right after its
+    // completion, at point 2, at the end (point 3).
+    for (drop_sources_after, reported_at) in [(0, 1), (2, 2), (u8::MAX, 3)] {
+        winner.drop_sources_after = drop_sources_after;
+        let model = Model::new(winner.plan());
+        assert_eq!(model.when_any_winner(), Some((0, 1)));
+        let reports = model.unobserved_reports();
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(
+            (reports[0].0, reports[0].1.task),
+            (reported_at, TaskRef::Source(0))
+        );
+        run_against_runtime(&winner).unwrap();
+    }
+    winner.drop_sources_after = u8::MAX;
     let model = Model::new(winner.plan());
-    assert_eq!(model.when_any_winner(), Some((0, 1)));
-    let reports = model.unobserved_reports();
-    assert_eq!(reports.len(), 1, "{reports:?}");
-    assert_eq!((reports[0].0, reports[0].1.task), (1, TaskRef::Source(0)));
     // The loser's continuation is gone at the win.
     let registered = model.expectations()[1]
         .iter()
@@ -396,6 +435,64 @@ fn abandonment_is_reported_only_with_a_handle() {
         .collect();
     assert_eq!(reports, vec![(1, TaskRef::Combinator)]);
     run_against_runtime(&dropped_early).unwrap();
+
+    // The test still holds source 0's task when it is abandoned: a fault, reported when
+    // the test drops it (point 2; nothing observes it: no combinator input).
+    let held_by_the_test = Scenario {
+        combinator: Combinator::WhenAll,
+        sources: vec![
+            source(SourceOutcome::Abandoned, false, 0),
+            source(SourceOutcome::Value(2), false, 1),
+        ],
+        inputs: vec![],
+        drop_after: 2,
+        ..dropped_early
+    };
+    let reports: Vec<(usize, TaskRef)> = Model::new(held_by_the_test.plan())
+        .unobserved_reports()
+        .into_iter()
+        .map(|(point, report)| (point, report.task))
+        .collect();
+    assert_eq!(reports, vec![(2, TaskRef::Source(0))]);
+    run_against_runtime(&held_by_the_test).unwrap();
+}
+
+/// Unobserved rule 2, task_core rule 5: a completion source is a handle of its task. An
+/// unobserved fault is reported when the last of the test's handle and the source goes:
+/// with the test's drop at the call, at the source's drop, whenever that is.
+#[test]
+fn a_completion_source_is_a_handle_of_its_task() {
+    let mut faulted = scenario(
+        Combinator::WhenAll,
+        vec![
+            source(SourceOutcome::Faulted(0), true, 0), // set before the call, no input
+            source(SourceOutcome::Value(1), false, 0),  // completes at point 1
+        ],
+        vec![],
+    );
+    // (the test's drop, the sources' drop, the report's point); the end is point 2.
+    for (drop_after, drop_sources_after, reported_at) in [
+        (0, 0, 0),
+        (0, 1, 1),
+        (0, u8::MAX, 2),
+        (1, 0, 1),
+        (1, u8::MAX, 2),
+    ] {
+        faulted.drop_after = drop_after;
+        faulted.drop_sources_after = drop_sources_after;
+        let model = Model::new(faulted.plan());
+        let reports: Vec<(usize, TaskRef)> = model
+            .unobserved_reports()
+            .into_iter()
+            .map(|(point, report)| (point, report.task))
+            .collect();
+        assert_eq!(
+            reports,
+            vec![(reported_at, TaskRef::Source(0))],
+            "{faulted:?}"
+        );
+        run_against_runtime(&faulted).unwrap();
+    }
 }
 
 /// The strategy reaches every combinator, outcome and interesting observation.
@@ -418,9 +515,21 @@ fn the_strategy_makes_every_kind_of_scenario() {
         if plan.inputs.len() > plan.inputs.iter().collect::<BTreeSet<_>>().len() {
             seen.insert("duplicate input".into());
         }
-        for observation in Model::new(plan.clone()).expectations().iter().flatten() {
+        if plan.drop_sources_after <= plan.order.len() {
+            seen.insert("sources dropped before the end".into());
+        }
+        let expectations = Model::new(plan.clone()).expectations();
+        let end = expectations.len() - 1;
+        let observations = expectations
+            .iter()
+            .enumerate()
+            .flat_map(|(point, observations)| observations.iter().map(move |o| (point, o)));
+        for (point, observation) in observations {
             match observation {
                 Observation::AnyCall { empty: true } => seen.insert("when_any empty".into()),
+                Observation::AllOutcome(AllOutcome::Canceled(Some(_))) => {
+                    seen.insert("when_all Canceled with a token".into())
+                }
                 Observation::AllOutcome(outcome) => {
                     let name = format!("{outcome:?}");
                     seen.insert(format!(
@@ -449,6 +558,13 @@ fn the_strategy_makes_every_kind_of_scenario() {
                             format!("report {:?}", report.task)
                                 .replace(|c: char| c.is_ascii_digit(), ""),
                         );
+                        if matches!(report.task, TaskRef::Source(_)) {
+                            seen.insert(if point == end {
+                                "report Source() at the end".into()
+                            } else {
+                                "report Source() before the end".into()
+                            });
+                        }
                         if matches!(report.errors[..], [ErrorId::Abandoned { .. }])
                             && report.task != TaskRef::Combinator
                         {
@@ -477,12 +593,15 @@ fn the_strategy_makes_every_kind_of_scenario() {
         "Value",
         "Faulted",
         "Canceled",
+        "CanceledWithToken",
         "Abandoned",
         "duplicate input",
+        "sources dropped before the end",
         "when_any empty",
         "when_all Values",
         "when_all Faulted",
         "when_all Canceled",
+        "when_all Canceled with a token",
         "winner Succeeded",
         "winner Faulted",
         "winner Canceled",
@@ -491,6 +610,8 @@ fn the_strategy_makes_every_kind_of_scenario() {
         "item End",
         "item Pending",
         "report Source()",
+        "report Source() at the end",
+        "report Source() before the end",
         "report Combinator",
         "abandoned reported",
         "two continuations on one source",
@@ -616,6 +737,54 @@ fn a_model_whose_dropped_stream_keeps_continuations_is_caught() {
         other => panic!("{other:?}"),
     };
     assert_eq!((count(&model), count(&runtime)), (Some(1), Some(0)));
+}
+
+#[test]
+fn a_model_whose_when_all_cancellation_has_no_token_is_caught() {
+    let flaw = Flaw::WhenAllCanceledWithoutToken;
+    let scenario = minimal_failure(flaw);
+    let plan = scenario.plan();
+    // Shrunk to `when_all` over one input canceled with its token, its outcome read.
+    assert_eq!(plan.combinator, Combinator::WhenAll);
+    assert_eq!(plan.inputs.len(), 1, "{plan:?}");
+    let input = plan.inputs[0];
+    assert_eq!(plan.outcomes[input], SourceOutcome::CanceledWithToken);
+    let (_, model, runtime) = divergence(flaw, &scenario);
+    assert_eq!(model, Observation::AllOutcome(AllOutcome::Canceled(None)));
+    assert_eq!(
+        runtime,
+        Observation::AllOutcome(AllOutcome::Canceled(Some(input)))
+    );
+}
+
+#[test]
+fn a_model_where_a_source_is_not_a_handle_is_caught() {
+    let flaw = Flaw::SourceIsNotAHandle;
+    let scenario = minimal_failure(flaw);
+    let plan = scenario.plan();
+    let (point, model, runtime) = divergence(flaw, &scenario);
+    // The flawed model reports a source's fault once the test's handles are gone; the
+    // runtime waits for the source's drop, later.
+    let Observation::Reports(flawed) = model else {
+        panic!("{model:?}");
+    };
+    assert_eq!(runtime, Observation::Reports(vec![]));
+    assert_eq!(flawed.len(), 1, "{flawed:?}");
+    let TaskRef::Source(source) = flawed[0].task else {
+        panic!("{flawed:?}");
+    };
+    let index = match point {
+        Point::Call => 0,
+        Point::Complete { step, .. } => step,
+        Point::End => plan.points() - 1,
+    };
+    let faithful = Model::new(plan).unobserved_reports();
+    assert!(
+        faithful
+            .iter()
+            .any(|(at, report)| report.task == TaskRef::Source(source) && *at > index),
+        "{faithful:?}"
+    );
 }
 
 /// Rule 2: the `when_any` task succeeds whatever its winner's outcome (here canceled).

@@ -269,7 +269,8 @@ fn when_any_picks_the_first_complete_input_and_cached_tasks_are_one() {
 }
 
 /// `when_all` flattens its inputs' faults in input order, even when a later input faulted
-/// first; a canceled input without faults makes it canceled (no token).
+/// first; a canceled input without faults makes it canceled, with that input's
+/// cancellation (a source's `set_canceled` carries no token).
 #[test]
 fn when_all_flattens_faults_in_input_order() {
     let expectation = expect(
@@ -304,6 +305,36 @@ fn when_all_flattens_faults_in_input_order() {
             OpResult::Advance(0),
         ]),
         "{record}"
+    );
+}
+
+/// `when_all` with canceled inputs and no faulted one ends with the first canceled input's
+/// cancellation in input order, carrying its token (or none).
+#[test]
+fn when_all_takes_the_first_canceled_inputs_token() {
+    let expectation = expect(
+        vec![
+            Op::NewCts { parents: vec![] },
+            Op::Cancel { cts: 0 },
+            spawn(true, vec![BodyOp::CheckToken { cts: 0 }]), // slot 0: canceled by cts 0
+            Op::NewSource,                                    // slot 1
+            Op::SetCanceled { source: 0 },                    // slot 1: canceled, no token
+            Op::WhenAll { inputs: vec![0, 1] },               // slot 2
+            Op::WhenAll { inputs: vec![1, 0] },               // slot 3
+            Op::WhenAll { inputs: vec![0, 0] },               // slot 4
+        ],
+        5,
+    );
+    let record = only(&expectation);
+    assert_eq!(
+        record.finals[..],
+        [
+            Final::Canceled(Some(0)),
+            Final::Canceled(None),
+            Final::Canceled(Some(0)),
+            Final::Canceled(None),
+            Final::Canceled(Some(0)),
+        ]
     );
 }
 
@@ -522,6 +553,18 @@ fn a_model_whose_when_any_picks_the_last_complete_input_is_caught() {
 #[test]
 fn a_model_that_reports_canceled_tasks_is_caught() {
     assert_caught(Flaw::CanceledIsReported, 3);
+}
+
+#[test]
+fn a_model_whose_when_all_cancellation_has_no_token_is_caught() {
+    let program = assert_caught(Flaw::WhenAllCanceledWithoutToken, 6);
+    assert!(
+        program
+            .ops
+            .iter()
+            .any(|op| matches!(op, Op::WhenAll { .. })),
+        "{program:?}"
+    );
 }
 
 /// Detached tasks still finish before the driver shuts the pool down: here the pool task

@@ -119,7 +119,7 @@ pub enum Op {
         source: u8,
     },
     /// Drop a completion source whose task handle the driver still holds: a pending task
-    /// faults as abandoned.
+    /// faults as abandoned (never unseen: the source is not its task's only handle).
     DropSource {
         /// Which live source (among those whose task the driver holds).
         source: u8,

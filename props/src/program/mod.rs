@@ -33,13 +33,15 @@
 //! `when_any` whose inputs complete concurrently, whether a fault is observed by a body
 //! that may or may not get that far — the set has several records.
 //!
-//! It covers: tasks and completion sources (one winner; abandoned on drop), faults and
+//! It covers: tasks and completion sources (one winner; abandoned on drop; a source is a
+//! handle of its task), faults and
 //! panics (a panic is a fault), eager and lazy start (`start` runs the body to its first
 //! suspension before returning; a synchronous small result is the cached task),
 //! cancellation (flag first, LIFO callbacks, failures collected, inline registration on a
 //! canceled token with its panic reaching the caller, linked sources in their LIFO slot,
 //! `cancel_after` on the manual clock, delays released by whichever of timer and token
-//! comes first), `when_all` (flattened faults, cancellation, observation), `when_any`
+//! comes first), `when_all` (flattened faults, the first canceled input's cancellation
+//! with its token, observation), `when_any`
 //! (scan, registration, first to run its callback wins, losers released), observation and
 //! unobserved-error reports (exactly once, only faults, only unobserved, to the pool's
 //! hook for pool tasks and to the process-wide hook otherwise).

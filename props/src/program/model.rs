@@ -30,15 +30,21 @@
 //! | eager `Spawn` | the driver runs the body's steps itself until the body first suspends (on a pending task or at a `Yield`): `start`'s exception timing; a synchronous `Ok(v)`, `v` in −1..=8, is the cached task (std builds) |
 //! | lazy `Spawn` | the body is a new actor, runnable at once |
 //! | `Complete`, `DropSource` | the driver completes a source's task (`try_set_*` wins iff pending); a dropped pending source is faulted as abandoned |
-//! | `WhenAll` | registers an `Arrive` waiter per pending input; the last arrival completes it: all faults flattened in input order, else Canceled (no token), else the values (when rule 1); its inputs are observed |
+//! | `WhenAll` | registers an `Arrive` waiter per pending input; the last arrival completes it: all faults flattened in input order, else the first canceled input's cancellation in input order (with its token), else the values (when rule 1); its inputs are observed |
 //! | `WhenAny` | the driver scans the inputs in order (first complete wins), then registers on each in order, stopping once won; the first `Win` waiter to run wins; the others are removed (when rule 2) |
 //! | `Cancel` | sets "requested", removes the `cancel_after` timer, then runs the callbacks one step each, last registered first; a link cancels the child in its slot; a delay's registration cancels the delay (cancellation rules 1, 2, 6) |
 //! | `Advance` | fires due timers in (due, scheduling) order, one step each (time rules 1, 2); a delay completes, a `cancel_after` cancels |
 //! | `Wait` | blocks the driver until the task completes; observes it |
 //!
-//! A task's error is reported (unobserved rule 2) iff it faulted and nothing observed it;
-//! at the end every handle is gone, so the model only needs the final flags, not the
-//! handle counts. Canceled tasks are never reported.
+//! A task's error is reported (unobserved rule 2) iff it faulted and nothing observed it:
+//! at the end every handle is gone (the driver's `Task` values, the bodies' awaits, the
+//! combinators' inputs, and the completion sources, each a handle of its task by task_core
+//! rule 5), and a handle released while a completion runs its waiters leaves the decision
+//! to the end of that completion, after any waiter that observes the error; so the model
+//! only needs the final flags, not the handle counts (nor the moment of a report).
+//! `DropSource` only drops a source whose task the driver holds, so no source is dropped
+//! unset as the only handle of its task (that abandonment would go unreported). Canceled
+//! tasks are never reported.
 //!
 //! # Layers
 //!
@@ -80,6 +86,9 @@ pub enum Flaw {
     WhenAnyPicksLast,
     /// Canceled tasks nobody observed are reported too.
     CanceledIsReported,
+    /// `when_all` over a canceled input (and no faulted one) ends with a cancellation
+    /// without a token, whatever its inputs carry (the rule before the review).
+    WhenAllCanceledWithoutToken,
 }
 
 /// The reference model, possibly flawed on purpose.
@@ -471,13 +480,21 @@ impl Sem<'_> {
             panic!("model bug: slot {all} is not a when_all");
         };
         let mut faults = Vec::new();
-        let mut canceled = false;
+        // The first canceled input's cancellation, in input order (its token, if any).
+        let mut canceled = None;
         let mut values = Vec::new();
         for &input in inputs {
             match w.tasks[input].outcome.clone() {
                 Some(Ok(Value::Int(v))) => values.push(v),
                 Some(Err(Failure::Faulted(errors))) => faults.extend(errors),
-                Some(Err(Failure::Canceled(_))) => canceled = true,
+                Some(Err(Failure::Canceled(token))) => {
+                    let token = if self.flaw == Some(Flaw::WhenAllCanceledWithoutToken) {
+                        None
+                    } else {
+                        token
+                    };
+                    canceled = canceled.or(Some(token));
+                }
                 other => panic!("model bug: when_all input {input} is {other:?}"),
             }
             if self.flaw != Some(Flaw::WhenAllDoesNotObserve) {
@@ -486,8 +503,8 @@ impl Sem<'_> {
         }
         let outcome = if !faults.is_empty() {
             Err(Failure::Faulted(faults))
-        } else if canceled {
-            Err(Failure::Canceled(None))
+        } else if let Some(token) = canceled {
+            Err(Failure::Canceled(token))
         } else {
             Ok(Value::List(values))
         };
