@@ -126,17 +126,22 @@ impl<T> Default for TaskCompletionSource<T> {
 
 impl<T> Drop for TaskCompletionSource<T> {
     fn drop(&mut self) {
-        let reason = format!(
-            "its TaskCompletionSource (created at {}) was dropped without completing it",
-            self.core.location
-        );
-        // Nobody can ever see the abandonment of a task only its source holds: not reported.
-        if !self.core.is_completed() && self.core.handle_count() == 1 {
-            self.core.mark_observed();
+        // No other completer can race this: the source is the task's only completer and is
+        // going away. A completed task costs nothing more here (no message is built).
+        if !self.core.is_completed() {
+            // Nobody can ever see the abandonment of a task only its source holds: not
+            // reported.
+            if self.core.handle_count() == 1 {
+                self.core.mark_observed();
+            }
+            let reason = format!(
+                "its TaskCompletionSource (created at {}) was dropped without completing it",
+                self.core.location
+            );
+            let _ = self
+                .core
+                .try_complete(Err(TaskError::abandoned(self.core.id, reason)));
         }
-        let _ = self
-            .core
-            .try_complete(Err(TaskError::abandoned(self.core.id, reason)));
         self.core.release_handle();
     }
 }

@@ -36,7 +36,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as PollContext, Poll, Waker};
 
 use taskcheck::{
-    start, SingleThreadContext, Task, TaskError, ValueTask, ValueTaskProducer, ValueTaskSourcePool,
+    spawn, start, start_void, when_all, when_each, CancellationToken, SingleThreadContext, Stream,
+    Task, TaskCompletionSource, TaskError, ValueTask, ValueTaskProducer, ValueTaskSourcePool,
+    WhenEach,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -526,4 +528,380 @@ fn joining_a_spawned_task_by_await_costs_one_more_allocation() {
         2 * ALLOCATIONS_PER_SPAWN + 1,
         "{counts:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The seed's async patterns, counted in allocations
+//
+// tests/tests/scenarios/patterns.rs tells the same stories in tasks, suspensions and
+// continuations; here each is one exact allocation count. Every measurement runs on a
+// `SingleThreadContext` pumped on the test thread (no pool thread allocates meanwhile).
+// Completion sources are made before the count and dropped after it (`measure_after`, and
+// returning them from the measured closure): dropping a `TaskCompletionSource` formats its
+// abandonment reason and builds a `TaskError` even when it was completed — 4 allocations
+// per source that belong to none of the patterns.
+
+/// What `f(setup())` allocates, the smallest count of [`TRIES`] runs after one warm-up run;
+/// `setup` runs outside the count, and what `f` returns is dropped outside it.
+fn measure_after<S, R>(mut setup: impl FnMut() -> S, mut f: impl FnMut(S) -> R) -> Counts {
+    drop(f(setup()));
+    (0..TRIES)
+        .map(|_| {
+            let input = setup();
+            let before = snapshot();
+            let result = f(input);
+            let counts = since(before);
+            drop(result);
+            counts
+        })
+        .min_by_key(|counts| counts.allocations)
+        .expect("TRIES > 0")
+}
+
+/// `n` fresh completion sources, completed (with 0, 1, ...) if `completed`.
+fn sources(n: u32, completed: bool) -> Vec<TaskCompletionSource<u32>> {
+    (0..n)
+        .map(|value| {
+            let source = TaskCompletionSource::new();
+            if completed {
+                source.set_result(value).unwrap();
+            }
+            source
+        })
+        .collect()
+}
+
+/// The inner operation of patterns 1 and 3: a task spawned lazily onto the current context.
+fn lookup(item: u32) -> Task<u32> {
+    spawn(async move { Ok(item * 3) })
+}
+
+/// **Pattern 1: returning a task directly, or wrapping it in `async`/`await`.**
+///
+/// .NET (seed): `return LoadAsync(id);` passes the inner task through, while
+/// `return await LoadAsync(id);` in an `async` method adds a state machine and a task of
+/// its own — one task's allocations more (and a continuation on the inner task).
+///
+/// Measured (spawn + run to completion, on the test thread's context): returning the inner
+/// task directly costs **3** allocations (one spawn); wrapping it in
+/// `start(async move { lookup(7).await })` costs **7**: the wrapper's task is another **3**
+/// ([`ALLOCATIONS_PER_SPAWN`]) and its await on the pending inner task **1** more (the
+/// inner task's waiter list), so the wrapper costs **4**.
+#[test]
+fn pattern_returning_a_task_directly_or_wrapped_in_an_async_block() {
+    let _serial = serial();
+    let ui = SingleThreadContext::new("alloc-wrap");
+    let (direct, wrapped) = ui
+        .enter(|| {
+            let direct = measure(|| {
+                let task = lookup(7);
+                ui.run_until_idle().unwrap();
+                assert_eq!(task.outcome().unwrap().unwrap(), 21);
+                task
+            });
+            let wrapped = measure(|| {
+                let task = start(async move { lookup(7).await });
+                ui.run_until_idle().unwrap();
+                assert_eq!(task.outcome().unwrap().unwrap(), 21);
+                task
+            });
+            (direct, wrapped)
+        })
+        .unwrap();
+    println!("direct: {direct:?}, wrapped: {wrapped:?}");
+    assert_eq!(direct.allocations, ALLOCATIONS_PER_SPAWN, "{direct:?}");
+    assert_eq!(wrapped.allocations, 7, "{wrapped:?}");
+    assert_eq!(
+        wrapped.allocations - direct.allocations,
+        ALLOCATIONS_PER_SPAWN + 1,
+        "the wrapper: a task and a waiter list"
+    );
+}
+
+/// How many tasks patterns 2 and 4 await.
+const AWAITED: u32 = 4;
+
+/// Spawns a task that awaits the sources' tasks one after another in a loop, completes the
+/// sources if they were pending (one by one, pumping after each), and runs it to the end.
+fn await_serially(ui: &SingleThreadContext, sources: &[TaskCompletionSource<u32>]) -> Task<u32> {
+    let tasks: Vec<Task<u32>> = sources.iter().map(TaskCompletionSource::task).collect();
+    let task = ui.spawn(async move {
+        let mut total = 0;
+        for task in tasks {
+            total += task.await?;
+        }
+        Ok(total)
+    });
+    finish(ui, sources, &task);
+    task
+}
+
+/// The same with one `when_all` of all the tasks.
+fn await_with_when_all(
+    ui: &SingleThreadContext,
+    sources: &[TaskCompletionSource<u32>],
+) -> Task<u32> {
+    let tasks: Vec<Task<u32>> = sources.iter().map(TaskCompletionSource::task).collect();
+    let task = ui.spawn(async move { Ok(when_all(tasks).await?.into_iter().sum()) });
+    finish(ui, sources, &task);
+    task
+}
+
+/// Pumps `ui`, completes the still-pending sources one by one (pumping after each), and
+/// checks `task` summed 0 + 1 + ... .
+fn finish(ui: &SingleThreadContext, sources: &[TaskCompletionSource<u32>], task: &Task<u32>) {
+    ui.run_until_idle().unwrap();
+    for (value, source) in (0..).zip(sources) {
+        let _ = source.try_set_result(value);
+        ui.run_until_idle().unwrap();
+    }
+    assert_eq!(task.outcome().unwrap().unwrap(), (0..AWAITED).sum::<u32>());
+}
+
+/// **Pattern 2: serial awaits in a loop, or one `when_all`.**
+///
+/// .NET (seed): awaiting one task after another costs time (the sum instead of the
+/// maximum), but an await of a completed task allocates nothing and one of a pending task
+/// only its continuation; `Task.WhenAll` adds a combinator task, a copy of the input array,
+/// a continuation per input and the results array.
+///
+/// Measured, for [`AWAITED`] = 4 tasks of completion sources made (and dropped) outside the
+/// count, awaited by a spawned task; that task's own [`ALLOCATIONS_PER_SPAWN`] = 3 is
+/// subtracted, so the numbers are the awaiting part alone (both include the `Vec` of the 4
+/// input tasks, 1):
+///
+/// | the 4 tasks are           | serial awaits | one `when_all` |
+/// |---------------------------|---------------|----------------|
+/// | completed before the await | **1**        | **11**         |
+/// | completed after (pending) | **5**         | **16**         |
+///
+/// Serial: the `Vec`, plus a waiter list on each pending input (4). `when_all` of completed
+/// inputs: the `Vec` (which `when_all`'s `collect` reuses), its cores `Vec`, result task
+/// and state (3), a callback box per input (4), the outcomes `Vec` and the result `Vec`
+/// (2), and the clone of the result the await returns (1); pending inputs add a waiter
+/// list each (4) and one on the `when_all` task, on which the awaiting task suspends (1).
+/// The combinator itself: 9 over completed inputs, 13 over pending ones.
+#[test]
+fn pattern_serial_awaits_in_a_loop_or_one_when_all() {
+    let _serial = serial();
+    let ui = SingleThreadContext::new("alloc-serial");
+    let mut measured = Vec::new();
+    for completed in [true, false] {
+        let serial = measure_after(
+            || sources(AWAITED, completed),
+            |sources| (await_serially(&ui, &sources), sources),
+        );
+        let all = measure_after(
+            || sources(AWAITED, completed),
+            |sources| (await_with_when_all(&ui, &sources), sources),
+        );
+        println!("completed before: {completed}; serial: {serial:?}, when_all: {all:?}");
+        measured.push((
+            completed,
+            serial.allocations - ALLOCATIONS_PER_SPAWN,
+            all.allocations - ALLOCATIONS_PER_SPAWN,
+        ));
+    }
+    assert_eq!(measured, [(true, 1, 11), (false, 5, 16)]);
+}
+
+/// **Pattern 3: an async closure per item, or the function itself.**
+///
+/// .NET (seed): `items.Select(async x => await PriceAsync(x))` builds a state machine and a
+/// task per item around the task `PriceAsync` already returns; `items.Select(PriceAsync)`
+/// does not.
+///
+/// Measured, 3 items, each priced by a spawned task, collected into a `Vec` and run to
+/// completion: passing the function costs **10** (3 × 3 for the tasks, 1 for the `Vec`);
+/// the async closure `|item| start(async move { lookup(item).await })` costs **22**: a
+/// wrapper per item, 3 × (3 + 1 waiter list) = **12** more.
+#[test]
+fn pattern_an_async_closure_per_item_or_the_function_itself() {
+    let _serial = serial();
+    const ITEMS: [u32; 3] = [1, 2, 3];
+    let ui = SingleThreadContext::new("alloc-closure");
+    let run = |tasks: Vec<Task<u32>>| {
+        ui.run_until_idle().unwrap();
+        let prices = tasks.iter().map(|task| task.outcome().unwrap().unwrap());
+        assert!(prices.eq([3, 6, 9]));
+        tasks
+    };
+    let (by_function, by_closure) = ui
+        .enter(|| {
+            let by_function = measure(|| run(ITEMS.into_iter().map(lookup).collect()));
+            let by_closure = measure(|| {
+                run(ITEMS
+                    .into_iter()
+                    .map(|item| start(async move { lookup(item).await }))
+                    .collect())
+            });
+            (by_function, by_closure)
+        })
+        .unwrap();
+    println!("by function: {by_function:?}, by closure: {by_closure:?}");
+    assert_eq!(by_function.allocations, 10, "{by_function:?}");
+    assert_eq!(by_closure.allocations, 22, "{by_closure:?}");
+}
+
+/// Polls `each` (with a no-op waker) until it has nothing ready; pushes the values it gave.
+fn drain_ready(each: &mut WhenEach<u32>, values: &mut Vec<u32>) {
+    let mut cx = PollContext::from_waker(Waker::noop());
+    while let Poll::Ready(Some(item)) = std::pin::Pin::new(&mut *each).poll_next(&mut cx) {
+        values.push(item.unwrap().outcome().unwrap().unwrap());
+    }
+}
+
+/// **Pattern 4: each result as it completes (`when_each`), or the whole batch (`when_all`).**
+///
+/// .NET (seed): `Task.WhenEach` hands out each task as it completes (an async iterator
+/// and a channel of the completed tasks); `Task.WhenAll` one combinator task with an array
+/// of the results.
+///
+/// Measured, 4 pending completion sources (made outside the count) completed in the order
+/// 2, 0, 3, 1, the consumer polled with a no-op waker after every completion (as a
+/// consumer would be woken; the consumer's `Vec` of values is made outside the count too):
+/// `when_each` costs **14** — a callback box and a waiter list per input (8), and its
+/// shared state and bookkeeping lists (6: inputs, pending inputs, continuation keys, the
+/// ready queue, ...) — and `when_all` **16**: its input `Vec` collected from the iterator
+/// (1), pattern 2's 13 for the combinator over 4 pending inputs (cores `Vec`, result task,
+/// state, 4 callback boxes, 4 waiter lists, outcomes and result `Vec`s), the waiter list
+/// the consumer's poll registers on it (1) and the clone of the result it returns (1).
+/// Handling each result as it completes costs no more than the batch.
+#[test]
+fn pattern_each_as_it_completes_or_the_whole_batch() {
+    let _serial = serial();
+    const ORDER: [usize; 4] = [2, 0, 3, 1];
+    let each = measure_after(
+        || (sources(AWAITED, false), Vec::with_capacity(ORDER.len())),
+        |(sources, mut values)| {
+            let mut each = when_each(
+                sources.iter().map(TaskCompletionSource::task),
+                &CancellationToken::none(),
+            );
+            drain_ready(&mut each, &mut values);
+            for index in ORDER {
+                sources[index].set_result(index as u32).unwrap();
+                drain_ready(&mut each, &mut values);
+            }
+            assert_eq!(values, [2, 0, 3, 1], "in completion order");
+            (each, values, sources)
+        },
+    );
+    let batch = measure_after(
+        || sources(AWAITED, false),
+        |sources| {
+            let mut all = pin!(when_all(sources.iter().map(TaskCompletionSource::task)));
+            let mut values = None;
+            for index in ORDER {
+                assert!(values.is_none());
+                sources[index].set_result(index as u32).unwrap();
+                if let Poll::Ready(outcome) = all
+                    .as_mut()
+                    .poll(&mut PollContext::from_waker(Waker::noop()))
+                {
+                    values = Some(outcome.unwrap());
+                }
+            }
+            assert_eq!(values.as_deref(), Some(&[0, 1, 2, 3][..]), "in input order");
+            (values, sources)
+        },
+    );
+    println!("when_each: {each:?}, when_all: {batch:?}");
+    assert_eq!((each.allocations, batch.allocations), (14, 16));
+}
+
+/// Synchronous work that allocates nothing: sums the digits of `text`.
+fn parse(text: &str) -> u32 {
+    text.bytes().map(|b| u32::from(b - b'0')).sum()
+}
+
+/// **Pattern 5: synchronous work before the first `await`, or after it.**
+///
+/// .NET (seed): work before the first `await` runs inside the call, on the caller's thread
+/// (it holds the caller up); moving it does not change what the method allocates — the
+/// state machine, its task and the continuation are the same.
+///
+/// Measured: `start` of a body that parses (allocation-free) and awaits a pending read
+/// (a completion source made outside the count, completed inside it), run to the end:
+/// **4** with the parsing before the await and **4** after it — one task (3) and the
+/// read's waiter list (1). No difference.
+#[test]
+fn pattern_work_before_the_first_await_costs_no_allocation() {
+    let _serial = serial();
+    let ui = SingleThreadContext::new("alloc-hoist");
+    let run = |read: TaskCompletionSource<u32>, parse_first: bool| {
+        let pending = read.task();
+        let task = start(async move {
+            let mut parsed = 0;
+            if parse_first {
+                parsed = parse("1234");
+            }
+            let value = pending.await?;
+            if !parse_first {
+                parsed = parse("1234");
+            }
+            Ok(parsed + value)
+        });
+        assert!(!task.is_completed(), "suspended on the read");
+        read.set_result(5).unwrap();
+        ui.run_until_idle().unwrap();
+        assert_eq!(task.outcome().unwrap().unwrap(), 15);
+        (task, read)
+    };
+    let (before, after) = ui
+        .enter(|| {
+            let before = measure_after(TaskCompletionSource::new, |read| run(read, true));
+            let after = measure_after(TaskCompletionSource::new, |read| run(read, false));
+            (before, after)
+        })
+        .unwrap();
+    println!("parse before the await: {before:?}, after: {after:?}");
+    assert_eq!(before.allocations, ALLOCATIONS_PER_SPAWN + 1, "{before:?}");
+    assert_eq!(after.allocations, before.allocations, "{after:?}");
+}
+
+/// **Pattern 6: `start_void` (C#'s `async void`), or `start` + `detach()`.**
+///
+/// .NET (seed): an `async void` method allocates no task (its builder reports to the
+/// `SynchronizationContext` instead), so fire-and-forget via `async void` is the cheaper
+/// one, and the accountable `Task` + discard costs a task.
+///
+/// Measured, for a body that awaits a pending gate (made outside the count, completed
+/// inside it) and succeeds: `start` + `detach()` costs **4** (its task, 3, and the gate's
+/// waiter list, 1); `start_void` costs **6** — the same task, plus the boxed callback that
+/// routes a fault to the context's error handler and the task's own waiter list for it:
+/// the fire-and-forget tracking costs **2** more here, not less as in .NET.
+#[test]
+fn pattern_start_void_or_start_and_detach() {
+    let _serial = serial();
+    let ui = SingleThreadContext::new("alloc-void");
+    let body = |gate: Task<()>| async move {
+        gate.await?;
+        Ok(())
+    };
+    let (detached, void) = ui
+        .enter(|| {
+            let detached = measure_after(TaskCompletionSource::new, |gate| {
+                start(body(gate.task())).detach();
+                gate.set_result(()).unwrap();
+                ui.run_until_idle().unwrap();
+                gate
+            });
+            let void = measure_after(TaskCompletionSource::new, |gate| {
+                start_void(body(gate.task()));
+                gate.set_result(()).unwrap();
+                ui.run_until_idle().unwrap();
+                gate
+            });
+            (detached, void)
+        })
+        .unwrap();
+    println!("start + detach: {detached:?}, start_void: {void:?}");
+    assert_eq!(
+        detached.allocations,
+        ALLOCATIONS_PER_SPAWN + 1,
+        "{detached:?}"
+    );
+    assert_eq!(void.allocations, detached.allocations + 2, "{void:?}");
+    assert_eq!(void.allocations, 6, "{void:?}");
 }
