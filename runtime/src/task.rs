@@ -360,7 +360,7 @@ impl<T: Clone + Send + 'static> Task<T> {
         let copy = {
             let source = self.core.clone();
             let race = race.clone();
-            Waiter::Callback(Box::new(move || {
+            Box::new(move || {
                 // Passing the error on observes it (unobserved.rs rule 1).
                 let outcome = source.with_outcome_observing(|outcome| outcome.cloned());
                 if let Some(outcome) = outcome {
@@ -368,21 +368,13 @@ impl<T: Clone + Send + 'static> Task<T> {
                         race.finish();
                     }
                 }
-            }))
+            })
         };
-        match self.core.register(copy) {
-            Ok(key) => {
-                let source = self.core.clone();
-                race.set_cleanup(Box::new(move || {
-                    source.unregister(key);
-                }));
-            }
-            // Completed meanwhile: the callback came back; run it.
-            Err(waiter) => {
-                if let Waiter::Callback(copy) = waiter {
-                    copy();
-                }
-            }
+        if let Some(key) = self.core.on_complete(copy) {
+            let source = self.core.clone();
+            race.set_cleanup(Box::new(move || {
+                source.unregister(key);
+            }));
         }
         result
     }

@@ -202,6 +202,20 @@ impl<T> TaskCore<T> {
         Ok(key)
     }
 
+    /// Registers an internal `callback` (rule 2), or runs it now if the task is complete;
+    /// the key if it was registered (for [`unregister`](Self::unregister)).
+    pub(crate) fn on_complete(&self, callback: Box<dyn FnOnce() + Send + 'static>) -> Option<u64> {
+        match self.register(Waiter::Callback(callback)) {
+            Ok(key) => Some(key),
+            Err(waiter) => {
+                if let Waiter::Callback(callback) = waiter {
+                    callback();
+                }
+                None
+            }
+        }
+    }
+
     /// Removes a registered waiter (rule 4); false if a completion already took it.
     pub(crate) fn unregister(&self, key: u64) -> bool {
         let removed = {

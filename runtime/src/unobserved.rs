@@ -44,7 +44,6 @@ use crate::context::Context;
 use crate::error::{panic_message, TaskError};
 use crate::sync::{self, Arc, Mutex};
 use crate::task::TaskId;
-use crate::task_core::Waiter;
 
 /// A context's hook or error handler (boxed: the checkers' `Arc` cannot hold a `dyn`).
 pub(crate) type Hook = Arc<Box<dyn Fn(&UnhandledTaskError) + Send + Sync + 'static>>;
@@ -253,10 +252,7 @@ where
         };
         deliver_async_void(captured, report);
     };
-    if let Err(Waiter::Callback(deliver)) = task.core.register(Waiter::Callback(Box::new(deliver)))
-    {
-        deliver();
-    }
+    task.core.on_complete(Box::new(deliver));
 }
 
 /// An `async void` report on its way to a context's handler. If the context drops the job

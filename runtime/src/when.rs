@@ -42,21 +42,7 @@ use crate::error::TaskError;
 use crate::sync::knobs::{self, Knob};
 use crate::sync::{self, Arc, Mutex};
 use crate::task::Task;
-use crate::task_core::{TaskCore, Waiter};
-
-/// Registers `callback` on `core`, or runs it now if `core` is complete; the key if it was
-/// registered.
-fn on_complete<T>(core: &TaskCore<T>, callback: Box<dyn FnOnce() + Send + 'static>) -> Option<u64> {
-    match core.register(Waiter::Callback(callback)) {
-        Ok(key) => Some(key),
-        Err(waiter) => {
-            if let Waiter::Callback(callback) = waiter {
-                callback();
-            }
-            None
-        }
-    }
-}
+use crate::task_core::TaskCore;
 
 // ---------------------------------------------------------------------------------------
 // when_all
@@ -91,7 +77,7 @@ where
     });
     for core in &cores {
         let state = state.clone();
-        on_complete(core, Box::new(move || state.arrive()));
+        core.on_complete(Box::new(move || state.arrive()));
     }
     task
 }
@@ -210,7 +196,7 @@ where
         let core = input.core.clone();
         let winner = Task::from_parts(core.clone(), input.producer.clone());
         let for_callback = any.clone();
-        if let Some(key) = on_complete(&core, Box::new(move || for_callback.win(winner))) {
+        if let Some(key) = core.on_complete(Box::new(move || for_callback.win(winner))) {
             let mut state = any.state.lock();
             if state.won {
                 drop(state);
@@ -296,7 +282,7 @@ where
     for input in pending {
         let core = input.core.clone();
         let for_callback = shared.clone();
-        let key = on_complete(&core, Box::new(move || for_callback.arrive(input)));
+        let key = core.on_complete(Box::new(move || for_callback.arrive(input)));
         if let Some(key) = key {
             shared.state.lock().keys.push((core, key));
         }
