@@ -47,6 +47,7 @@
 //! }
 //! ```
 
+pub mod fixtures;
 #[cfg(loom)]
 mod loom_harness;
 pub mod report;

@@ -63,8 +63,6 @@
 //!     --target-dir target/loom --test loom_unobserved -- --nocapture
 //! ```
 
-use std::error::Error;
-use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use loom::sync::atomic::{AtomicBool, Ordering};
@@ -74,27 +72,11 @@ use taskcheck::knobs::{with_knob, Knob};
 use taskcheck::{
     Task, TaskCompletionSource, TaskError, TaskId, TaskStatus, UnhandledKind, WaitError,
 };
+use taskcheck_models::fixtures::{messages, Boom};
 use taskcheck_models::{loom_expect_failure, loom_model};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-/// The error the models fail with.
-#[derive(Debug)]
-struct Boom(&'static str);
-
-impl fmt::Display for Boom {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed", self.0)
-    }
-}
-
-impl Error for Boom {}
-
-/// The messages of a fault's errors, in order.
-fn messages(error: &TaskError) -> Vec<String> {
-    error.errors().map(ToString::to_string).collect()
-}
 
 /// The unobserved-error reports of one execution: which task, its error's message, and
 /// the model thread that reported it.

@@ -54,35 +54,16 @@
 //!     --target-dir target/loom --test loom_when -- --nocapture
 //! ```
 
-use std::error::Error;
-use std::fmt;
-
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use taskcheck::knobs::{with_knob, Knob};
 use taskcheck::{when_all, when_any, TaskCompletionSource, TaskError};
+use taskcheck_models::fixtures::{messages, Boom};
 use taskcheck_models::{loom_expect_failure, loom_model};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-/// The error the faulting inputs fail with.
-#[derive(Debug)]
-struct Boom(&'static str);
-
-impl fmt::Display for Boom {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed", self.0)
-    }
-}
-
-impl Error for Boom {}
-
-/// The messages of a fault's errors, in order.
-fn messages(error: &TaskError) -> Vec<String> {
-    error.errors().map(ToString::to_string).collect()
-}
 
 /// Counts unobserved-error reports. The process-wide hook is per OS thread in model builds
 /// (loom runs every model thread on the test's OS thread), so each execution installs its
