@@ -557,7 +557,10 @@ fn a_model_that_reports_canceled_tasks_is_caught() {
 
 #[test]
 fn a_model_whose_when_all_cancellation_has_no_token_is_caught() {
-    let program = assert_caught(Flaw::WhenAllCanceledWithoutToken, 6);
+    // The difference shows only when a body's token check sees the driver's cancel, which
+    // races on the pool's real threads: how far proptest shrinks depends on that timing
+    // (6 ops usually, 8 seen in CI), so only the DSL's own bound is asserted here.
+    let program = assert_caught(Flaw::WhenAllCanceledWithoutToken, MAX_OPS);
     assert!(
         program
             .ops
