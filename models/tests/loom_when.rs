@@ -59,7 +59,7 @@ use loom::sync::Arc;
 use loom::thread;
 use taskcheck::knobs::{with_knob, Knob};
 use taskcheck::{when_all, when_any, TaskCompletionSource, TaskError};
-use taskcheck_models::fixtures::{messages, Boom};
+use taskcheck_models::fixtures::{messages, Boom, Cases};
 use taskcheck_models::{loom_expect_failure, loom_model};
 
 // ---------------------------------------------------------------------------------------
@@ -77,27 +77,6 @@ fn count_reports() -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
         counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     });
     reports
-}
-
-/// How often each of two cases happened across the executions of one model: a model shows
-/// with it that loom explored both (a model that never reached one would pass vacuously).
-#[derive(Clone, Default)]
-struct Cases(std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]>);
-
-impl Cases {
-    fn hit(&self, second: bool) {
-        self.0[usize::from(second)].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Asserts that both cases happened, after the model ran.
-    fn assert_both(&self, names: [&str; 2]) {
-        for (count, name) in self.0.iter().zip(names) {
-            assert!(
-                count.load(std::sync::atomic::Ordering::SeqCst) > 0,
-                "loom never explored an execution where {name}"
-            );
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
